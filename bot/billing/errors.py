@@ -1,0 +1,49 @@
+"""The failures a balance check can end in, each explainable in one sentence.
+
+Messages here are fixed strings chosen by us; upstream bodies never go into them,
+so they are safe to log and to show (after translation by the UI, keyed on `kind`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    KEY_REJECTED = "key_rejected"  # 401/403: revoked, wrong, deactivated account
+    WRONG_KEY_TYPE = "wrong_key_type"  # e.g. an sk- key on credit_grants (needs sess-)
+    NO_BALANCE_API = "no_balance_api"  # this provider / site has no balance endpoint for this key
+    RATE_LIMITED = "rate_limited"  # 429, maybe with retry_after
+    PROVIDER_ERROR = "provider_error"  # 5xx or an error body
+    NETWORK = "network"  # timeout, DNS, connection refused
+    MALFORMED = "malformed"  # not JSON, missing fields, oversized
+    URL_REFUSED = "url_refused"  # base URL blocked by the SSRF guard
+    UNREADABLE = "unreadable"  # stored ciphertext could not be decrypted (vault)
+
+
+#: Failures that say nothing about the key itself: retry later, do not alert on one.
+TRANSIENT = frozenset(
+    {ErrorKind.RATE_LIMITED, ErrorKind.PROVIDER_ERROR, ErrorKind.NETWORK, ErrorKind.MALFORMED}
+)
+
+
+class BillingError(Exception):
+    """A check failed. `detail` is a short fixed phrase for logs, never upstream text."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        detail: str = "",
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.kind = kind
+        self.detail = detail
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"{kind.value}: {detail}" if detail else kind.value)
+
+    @property
+    def transient(self) -> bool:
+        return self.kind in TRANSIENT

@@ -1,0 +1,122 @@
+"""The interface every provider module implements.
+
+A provider module holds one `Provider` subclass and an instance named `PROVIDER`;
+`bot.billing.registry` discovers it. The provider only turns HTTP replies into a
+`BalanceResult` or a `BillingError`: timeouts, retries, size caps and the SSRF guard
+belong to the HTTP layer (`bot.billing.http`) that hands it a `FetchContext`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any, ClassVar, Protocol
+
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import BalanceResult, FigureKind
+from bot.secret import Secret
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """A fully read, size-capped response. Upstream text stays in here, never in errors."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        """Parsed JSON, or a MALFORMED error (HTML pages, empty bodies, garbage)."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            raise BillingError(
+                ErrorKind.MALFORMED, f"HTTP {self.status}: not JSON", status=self.status
+            ) from None
+
+    def json_or_none(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    @property
+    def looks_html(self) -> bool:
+        head = self.body[:256].lstrip().lower()
+        ctype = str(self.headers.get("content-type", "")).lower()
+        return "text/html" in ctype or head.startswith((b"<!doctype", b"<html"))
+
+    def raise_for_common(self) -> None:
+        """Map the statuses every provider treats alike (429, 5xx, other non-2xx)."""
+        if self.status == 429:
+            raise BillingError(
+                ErrorKind.RATE_LIMITED,
+                "HTTP 429",
+                status=429,
+                retry_after=parse_retry_after(self.headers.get("retry-after")),
+            )
+        if self.status >= 500:
+            raise BillingError(ErrorKind.PROVIDER_ERROR, f"HTTP {self.status}", status=self.status)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class HttpClient(Protocol):
+    """What a provider may do on the network: GET with headers, get a capped reply."""
+
+    async def get(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+    ) -> HttpReply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FetchContext:
+    http: HttpClient
+    key: Secret
+    base_url: str  # resolved: the user's URL, the operator's override, or the default
+    options: Mapping[str, str] = field(default_factory=dict)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key.reveal()}"}
+
+
+class Match(IntEnum):
+    """How sure key detection is that a key belongs to a provider."""
+
+    NO = 0
+    POSSIBLE = 1  # e.g. a bare `sk-` key: ask the user
+    CERTAIN = 2  # e.g. `sk-or-v1-` is OpenRouter
+
+
+class Provider(ABC):
+    id: ClassVar[str]  # public contract: the provider id users type (provider=ID)
+    title: ClassVar[str]  # display name, e.g. "DeepSeek"
+    hint: ClassVar[str]  # one line for the provider buttons (English msgid, translated by UI)
+    kind: ClassVar[FigureKind] = FigureKind.BALANCE
+    default_base_url: ClassVar[str | None] = None
+    needs_base_url: ClassVar[bool] = False  # the user must give a base URL (relay)
+    order: ClassVar[int] = 100  # position in the provider buttons
+
+    def detect(self, key: str) -> Match:
+        """Guess from the key's shape only; never by sending it anywhere."""
+        return Match.NO
+
+    @abstractmethod
+    async def fetch(self, ctx: FetchContext) -> BalanceResult:
+        """Return the key's figures or raise `BillingError`."""
