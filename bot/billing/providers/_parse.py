@@ -12,8 +12,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.providers.base import HttpReply
 
-__all__ = ["from_iso", "from_unix", "is_bare_sk", "to_decimal"]
+__all__ = [
+    "from_iso",
+    "from_unix",
+    "is_bare_sk",
+    "json_object",
+    "raise_for_status",
+    "to_decimal",
+]
 
 
 def to_decimal(value: Any) -> Decimal:
@@ -92,3 +100,20 @@ def is_bare_sk(key: str) -> bool:
     return (
         key.startswith("sk-") and not key.startswith(_KNOWN_SK_PREFIXES) and "T3BlbkFJ" not in key
     )
+
+
+def raise_for_status(reply: HttpReply) -> None:
+    """401/403 → KEY_REJECTED; 429/5xx as `raise_for_common`; other non-2xx → PROVIDER_ERROR."""
+    if reply.status in (401, 403):
+        raise BillingError(ErrorKind.KEY_REJECTED, f"HTTP {reply.status}", status=reply.status)
+    reply.raise_for_common()
+    if not 200 <= reply.status < 300:
+        raise BillingError(ErrorKind.PROVIDER_ERROR, f"HTTP {reply.status}", status=reply.status)
+
+
+def json_object(reply: HttpReply) -> dict[str, Any]:
+    """The reply's JSON object, or MALFORMED (HTML, garbage, a list, a bare string)."""
+    body = reply.json()
+    if not isinstance(body, dict):
+        raise BillingError(ErrorKind.MALFORMED, "reply is not a JSON object", status=reply.status)
+    return body
