@@ -1,0 +1,328 @@
+"""OpenAI-compatible relay sites (one-api, new-api, hosted resellers): one relay token's credit.
+
+Attempts, in order (providers.md §3–§5):
+
+1. new-api `GET /api/usage/token`: answers even for exhausted/expired tokens, in raw quota
+   units converted with the site's public `GET /api/status` (`quota_per_unit`, display type).
+2. The legacy OpenAI pair `/v1/dashboard/billing/subscription` + `/usage`, then the same
+   without `/v1`: total = `hard_limit_usd`, used = `total_usage / 100` (cents), 1e8 = unlimited.
+
+Relays refuse exhausted/expired tokens with 401 and a Chinese message; that is an answer
+about the key (state EXHAUSTED/EXPIRED), not a rejected key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.billing.providers._openai_common import api_root, error_text, has_error_body
+from bot.billing.providers._parse import from_unix, is_bare_sk, to_decimal
+from bot.billing.providers.base import FetchContext, HttpReply, Match, Provider
+
+#: `hard_limit_usd` at or above this is one-api/new-api's "unlimited token" sentinel.
+UNLIMITED_SENTINEL = Decimal(100_000_000)
+#: one-api/new-api default: 500000 quota units per 1 USD.
+DEFAULT_QUOTA_PER_UNIT = Decimal(500_000)
+#: Relays ignore the usage dates (lifetime ledger), but send a window OpenAI would accept.
+USAGE_WINDOW_DAYS = 99
+
+_EXHAUSTED_MARKERS = ("额度已用尽", "已用尽", "额度不足", "exhausted", "used up")
+_EXPIRED_MARKERS = ("已过期", "过期", "expired")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_RAW_UNIT_WORDS = frozenset({"TOKENS", "TOKEN", "QUOTA"})
+_MAX_EXTRA_LEN = 100
+
+
+class _StateAnswer(Exception):
+    """The relay refused the token but told us why (exhausted / expired)."""
+
+    def __init__(self, state: KeyState) -> None:
+        super().__init__(state.value)
+        self.state = state
+
+
+@dataclass(frozen=True, slots=True)
+class _Units:
+    """How to turn new-api raw quota into what the site displays."""
+
+    per_unit: Decimal | None  # None: show raw quota, we cannot name a currency
+    rate: Decimal = Decimal(1)  # USD → display currency
+    currency: str | None = "USD"
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def convert(self, raw: Decimal | None) -> Decimal | None:
+        if raw is None or self.per_unit is None:
+            return raw
+        return raw * self.rate / self.per_unit
+
+
+class RelayProvider(Provider):
+    id = "relay"
+    title = "OpenAI-compatible relay"
+    hint = "OpenAI-compatible relay (one-api/new-api)"
+    kind = FigureKind.BALANCE
+    default_base_url = None
+    needs_base_url = True
+    order = 10
+
+    def detect(self, key: str) -> Match:
+        # A bare `sk-` key may be a relay token, but so may it be DeepSeek, Moonshot, …
+        return Match.POSSIBLE if is_bare_sk(key) else Match.NO
+
+    async def fetch(self, ctx: FetchContext) -> BalanceResult:
+        root = api_root(ctx.base_url)
+        try:
+            return await self._fetch(ctx, root)
+        except _StateAnswer as answer:
+            return self._state_result(ctx, answer.state)
+
+    async def _fetch(self, ctx: FetchContext, root: str) -> BalanceResult:
+        headers = ctx.bearer()
+        # A failure here is not conclusive (one-api has no such route); keep it in case the
+        # legacy pair finds nothing either, so "no balance endpoint" does not hide it.
+        deferred: BillingError | None = None
+        reply = await ctx.http.get(f"{root}/api/usage/token", headers=headers)
+        if reply.status == 429:
+            reply.raise_for_common()  # the whole site is rate limiting us: stop here
+        if reply.status == 200 and not reply.looks_html:
+            payload = reply.json_or_none()
+            if (
+                isinstance(payload, dict)
+                and payload.get("code") is True
+                and isinstance(payload.get("data"), dict)
+            ):
+                units = await self._site_units(ctx, root, headers)
+                return self._from_token_usage(ctx, payload["data"], units)
+        elif reply.status in (401, 403) and not reply.looks_html:
+            _raise_if_state(reply)
+            deferred = _rejected(reply.status)
+        elif reply.status >= 500:
+            deferred = BillingError(
+                ErrorKind.PROVIDER_ERROR, f"HTTP {reply.status}", status=reply.status
+            )
+        try:
+            return await self._legacy(ctx, root, headers)
+        except BillingError as exc:
+            if exc.kind is ErrorKind.NO_BALANCE_API and deferred is not None:
+                raise deferred from None
+            raise
+
+    # -- new-api /api/usage/token ----------------------------------------------------------
+
+    async def _site_units(self, ctx: FetchContext, root: str, headers: Mapping[str, str]) -> _Units:
+        """Read the site's quota unit and display currency from its public /api/status."""
+        reply = await ctx.http.get(f"{root}/api/status", headers=headers)
+        reply.raise_for_common()
+        payload = None if reply.status != 200 or reply.looks_html else reply.json_or_none()
+        status = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(status, dict):
+            # Without the site's unit we must not guess a money figure: show raw quota.
+            return _Units(None, currency=None, extras={"unit": "quota", "units_unknown": True})
+        raw_qpu = status.get("quota_per_unit")
+        per_unit = DEFAULT_QUOTA_PER_UNIT if raw_qpu is None else to_decimal(raw_qpu)
+        if per_unit <= 0:
+            raise BillingError(ErrorKind.MALFORMED, "relay quota unit is not positive")
+        display = status.get("quota_display_type")
+        if not isinstance(display, str):
+            display = "TOKENS" if status.get("display_in_currency") is False else "USD"
+        display = display.strip().upper()
+        if display == "TOKENS":
+            return _Units(None, currency=None, extras={"unit": "tokens"})
+        if display == "CNY":
+            rate = _positive_or_none(status.get("usd_exchange_rate"))
+            if rate is not None:
+                return _Units(per_unit, rate, "CNY")
+        elif display == "CUSTOM":
+            rate = _positive_or_none(status.get("custom_currency_exchange_rate"))
+            if rate is not None:
+                symbol = status.get("custom_currency_symbol")
+                extras = {"currency_symbol": symbol[:8]} if isinstance(symbol, str) else {}
+                return _Units(per_unit, rate, None, extras)
+        # USD, an unknown display type, or no usable exchange rate: quota / per_unit is
+        # USD by definition, so say USD rather than guess a conversion.
+        return _Units(per_unit)
+
+    def _from_token_usage(
+        self, ctx: FetchContext, data: Mapping[str, Any], units: _Units
+    ) -> BalanceResult:
+        unlimited = data.get("unlimited_quota") is True
+        used_raw = _decimal_or_none(data.get("total_used"))
+        remaining_raw: Decimal | None = None
+        total_raw: Decimal | None = None
+        if not unlimited:
+            if data.get("total_available") is None:
+                raise BillingError(ErrorKind.MALFORMED, "token usage has no available quota")
+            remaining_raw = to_decimal(data["total_available"])
+            total_raw = _decimal_or_none(data.get("total_granted"))
+        expires_at, never = _expiry(data.get("expires_at"))
+        state = KeyState.OK
+        if expires_at is not None and expires_at <= ctx.now:
+            state = KeyState.EXPIRED
+        elif remaining_raw is not None and remaining_raw <= 0:
+            state = KeyState.EXHAUSTED
+        extras: dict[str, Any] = {"source": "token_usage", **units.extras}
+        name = data.get("name")
+        if isinstance(name, str) and name:
+            extras["token_name"] = name[:_MAX_EXTRA_LEN]
+        return BalanceResult(
+            provider=self.id,
+            kind=FigureKind.BALANCE,
+            currency=units.currency,
+            remaining=units.convert(remaining_raw),
+            total=units.convert(total_raw),
+            used=units.convert(used_raw),
+            unlimited=unlimited,
+            expires_at=expires_at,
+            never_expires=never,
+            state=state,
+            extras=extras,
+        )
+
+    # -- legacy /dashboard/billing pair ----------------------------------------------------
+
+    async def _legacy(
+        self, ctx: FetchContext, root: str, headers: Mapping[str, str]
+    ) -> BalanceResult:
+        today = ctx.now.astimezone(UTC).date()
+        window = {
+            "start_date": (today - timedelta(days=USAGE_WINDOW_DAYS)).isoformat(),
+            "end_date": today.isoformat(),
+        }
+        for prefix in (f"{root}/v1", root):
+            sub_reply = await ctx.http.get(
+                f"{prefix}/dashboard/billing/subscription", headers=headers
+            )
+            subscription = _legacy_payload(sub_reply)
+            if subscription is None or subscription.get("object") != "billing_subscription":
+                continue  # 404, SPA HTML, {"code":"404"}: maybe the other prefix
+            usage_reply = await ctx.http.get(
+                f"{prefix}/dashboard/billing/usage", headers=headers, params=window
+            )
+            usage = _legacy_payload(usage_reply)
+            if usage is None:
+                raise BillingError(ErrorKind.MALFORMED, "relay usage answer unusable")
+            return self._from_legacy(ctx, subscription, usage)
+        raise BillingError(ErrorKind.NO_BALANCE_API, "this site has no balance endpoint")
+
+    def _from_legacy(
+        self, ctx: FetchContext, subscription: Mapping[str, Any], usage: Mapping[str, Any]
+    ) -> BalanceResult:
+        if subscription.get("hard_limit_usd") is None:
+            raise BillingError(ErrorKind.MALFORMED, "subscription has no hard limit")
+        if usage.get("total_usage") is None:
+            raise BillingError(ErrorKind.MALFORMED, "usage has no total")
+        total = to_decimal(subscription["hard_limit_usd"])
+        used = to_decimal(usage["total_usage"]) / 100  # cents
+        unlimited = total >= UNLIMITED_SENTINEL
+        remaining = None if unlimited else total - used
+        expires_at, never = _expiry(subscription.get("access_until"))
+        state = KeyState.OK
+        if expires_at is not None and expires_at <= ctx.now:
+            state = KeyState.EXPIRED
+        elif remaining is not None and remaining <= 0:
+            state = KeyState.EXHAUSTED
+        currency, extras = _legacy_currency(ctx.options)
+        extras["source"] = "billing_subscription"
+        plan = subscription.get("plan")
+        if isinstance(plan, dict) and isinstance(plan.get("title"), str) and plan["title"]:
+            extras["plan"] = plan["title"][:_MAX_EXTRA_LEN]
+        return BalanceResult(
+            provider=self.id,
+            kind=FigureKind.BALANCE,
+            currency=currency,
+            remaining=remaining,
+            total=None if unlimited else total,
+            used=used,
+            unlimited=unlimited,
+            expires_at=expires_at,
+            never_expires=never,
+            state=state,
+            extras=extras,
+        )
+
+    def _state_result(self, ctx: FetchContext, state: KeyState) -> BalanceResult:
+        """A token the relay refused as exhausted (remaining is 0: it said so) or expired."""
+        currency, extras = _legacy_currency(ctx.options)
+        extras["source"] = "auth_error"
+        return BalanceResult(
+            provider=self.id,
+            kind=FigureKind.BALANCE,
+            currency=currency,
+            remaining=Decimal(0) if state is KeyState.EXHAUSTED else None,
+            state=state,
+            extras=extras,
+        )
+
+
+def _legacy_payload(reply: HttpReply) -> dict[str, Any] | None:
+    """The JSON object of a legacy-pair reply; None when the route is not there."""
+    if reply.status in (401, 403):
+        _raise_if_state(reply)
+        raise _rejected(reply.status)
+    reply.raise_for_common()
+    if reply.status != 200 or reply.looks_html:
+        return None
+    payload = reply.json_or_none()
+    if not isinstance(payload, dict):
+        return None
+    if has_error_body(payload):
+        # one-api/new-api report internal errors as HTTP 200 {"error": …}: never a zero.
+        raise BillingError(ErrorKind.PROVIDER_ERROR, "relay returned an error", status=200)
+    return payload
+
+
+def _raise_if_state(reply: HttpReply) -> None:
+    text = error_text(reply)
+    if any(marker in text for marker in _EXHAUSTED_MARKERS):
+        raise _StateAnswer(KeyState.EXHAUSTED)
+    if any(marker in text for marker in _EXPIRED_MARKERS):
+        raise _StateAnswer(KeyState.EXPIRED)
+
+
+def _rejected(status: int) -> BillingError:
+    detail = "relay rejected the key" if status == 401 else "relay refused the key"
+    return BillingError(ErrorKind.KEY_REJECTED, detail, status=status)
+
+
+def _legacy_currency(options: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:
+    """The user's stated currency for this relay (`_usd` fields hold CNY on some sites)."""
+    raw = options.get("currency")
+    if raw is None or not raw.strip():
+        return "USD", {}
+    code = raw.strip().upper()
+    if _CURRENCY_RE.match(code):
+        return code, {}
+    if code in _RAW_UNIT_WORDS:
+        return None, {"unit": "quota"}
+    return None, {}
+
+
+def _expiry(value: Any) -> tuple[datetime | None, bool]:
+    """(expires_at, never_expires): relays send 0 (or -1) for "never", absent for unknown."""
+    if value is None:
+        return None, False
+    if to_decimal(value) <= 0:
+        return None, True
+    return from_unix(value), False
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else to_decimal(value)
+
+
+def _positive_or_none(value: Any) -> Decimal | None:
+    try:
+        number = to_decimal(value)
+    except BillingError:
+        return None
+    return number if number > 0 else None
+
+
+PROVIDER = RelayProvider()
