@@ -69,7 +69,9 @@ class Settings(BaseSettings):
             try:
                 return frozenset(int(p) for p in parts if p)
             except ValueError:
-                raise ValueError("must be a comma-separated list of numeric Telegram user ids") from None
+                raise ValueError(
+                    "must be a comma-separated list of numeric Telegram user ids"
+                ) from None
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,163 @@
+"""Build the PTB Application: one place that wires settings, services and handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import Any
+
+from telegram import BotCommand, BotCommandScopeAllPrivateChats, LinkPreviewOptions, Update
+from telegram.constants import ParseMode
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    BaseUpdateProcessor,
+    ContextTypes,
+    Defaults,
+)
+
+from bot import handlers
+from bot.context import BotContext, BotData, Services
+from bot.i18n import LANGUAGES, N_, translator
+from bot.secret import register_static
+from bot.services.keys import KeyService
+from bot.services.masterkey import open_vault
+from bot.services.users import UserService
+from bot.settings import Settings
+from bot.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+BotApp = Application[Any, BotContext, Any, Any, BotData, Any]
+
+COMMANDS = (
+    ("start", N_("What this bot does")),
+    ("add", N_("Add an API key")),
+    ("balance", N_("Remaining credit on your keys")),
+    ("keys", N_("Your keys: check, rename, delete")),
+    ("alerts", N_("Low-balance and expiry alerts")),
+    ("remove", N_("Delete a key")),
+    ("lang", N_("Language: en or zh")),
+    ("tz", N_("Time zone for dates")),
+    ("forget", N_("Delete everything stored about you")),
+    ("cancel", N_("Leave the current step")),
+    ("help", N_("All commands")),
+)
+
+
+class PerUserUpdateProcessor(BaseUpdateProcessor):
+    """Different users concurrently, each user's updates in order.
+
+    A slow /balance must not hold up everyone else, yet one user's two messages (a key,
+    then its label) must be handled in the order they were sent.
+    """
+
+    def __init__(self, max_concurrent_updates: int = 64) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: OrderedDict[int, asyncio.Lock] = OrderedDict()
+
+    def _lock(self, update: object) -> asyncio.Lock | None:
+        if not isinstance(update, Update) or update.effective_user is None:
+            return None
+        uid = update.effective_user.id
+        lock = self._locks.get(uid)
+        if lock is None:
+            lock = self._locks[uid] = asyncio.Lock()
+            while len(self._locks) > 10_000:  # forget idle users' locks
+                old_uid, old = next(iter(self._locks.items()))
+                if old.locked():
+                    break
+                del self._locks[old_uid]
+        return lock
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        lock = self._lock(update)
+        if lock is None:
+            await coroutine
+            return
+        async with lock:
+            await coroutine
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
+async def build_services(settings: Settings) -> Services:
+    from bot.billing.service import BillingService
+
+    db = Database(settings.database_url)
+    try:
+        vault = await open_vault(settings, db)
+    except BaseException:
+        await db.dispose()
+        raise
+    billing = BillingService(settings)
+    return Services(
+        settings=settings, db=db, keys=KeyService(db, vault), users=UserService(db), billing=billing
+    )
+
+
+async def close_services(services: Services) -> None:
+    await services.billing.aclose()
+    await services.db.dispose()
+
+
+async def set_commands(app: BotApp) -> None:
+    for lang in LANGUAGES:
+        t = translator(lang)
+        commands = [BotCommand(name, t(desc)) for name, desc in COMMANDS]
+        await app.bot.set_my_commands(
+            commands,
+            scope=BotCommandScopeAllPrivateChats(),
+            language_code=None if lang == "en" else lang,
+        )
+
+
+async def post_init(app: BotApp) -> None:
+    settings = app.bot_data.settings
+    assert settings is not None
+    if app.bot_data.services is None:
+        app.bot_data.services = await build_services(settings)
+    await set_commands(app)
+    log.info("bot @%s ready", app.bot.username)
+
+
+async def post_shutdown(app: BotApp) -> None:
+    services = app.bot_data.services
+    if services is not None:
+        app.bot_data.services = None
+        await close_services(services)
+
+
+def build_application(settings: Settings, services: Services | None = None) -> BotApp:
+    """The Application, not started. `services` may be injected (tests, benchmarks)."""
+    settings.require_token()
+    register_static(settings.bot_token)
+    root = settings.telegram_api_url
+    app: BotApp = (
+        ApplicationBuilder()
+        .token(settings.bot_token)
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .context_types(ContextTypes(context=BotContext, bot_data=BotData))
+        .defaults(
+            Defaults(
+                parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)
+            )
+        )
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .concurrent_updates(PerUserUpdateProcessor())
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+        .build()
+    )
+    app.bot_data.settings = settings
+    app.bot_data.services = services
+    handlers.register(app)
+    return app

@@ -1,0 +1,175 @@
+"""`balance-bot` (also `python -m bot`): run the bot, migrate, rotate keys, check a key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from bot import __version__
+from bot.errors import ConfigError
+from bot.logs import install_redaction, setup_logging
+from bot.settings import Settings, load_settings
+
+log = logging.getLogger("bot")
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from telegram import Update
+
+    from bot.app import build_application, build_services, close_services
+
+    settings.require_token()
+
+    async def prepare() -> None:  # migrate + master key checks, before taking updates
+        await close_services(await build_services(settings))
+
+    asyncio.run(prepare())
+    if args.webhook or settings.webhook_url:
+        from bot.webhook import run_webhook  # type: ignore[import-not-found]
+
+        return int(run_webhook(settings) or 0)
+    app = build_application(settings)
+    log.info("starting in polling mode against %s", settings.telegram_api_url)
+    app.run_polling(allowed_updates=Update.ALL_TYPES, close_loop=True)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.services.masterkey import open_vault
+    from bot.storage.db import Database
+
+    async def go() -> None:
+        db = Database(settings.database_url)
+        try:
+            await open_vault(settings, db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(go())
+    _echo("database is up to date")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.services import rotation
+    from bot.services.masterkey import check, configured_ring
+    from bot.storage import migrate
+    from bot.storage.db import Database
+
+    async def go() -> int:
+        ring = configured_ring(settings)
+        if ring is None:
+            raise ConfigError(
+                "no master key is configured yet: start the bot once (it "
+                "generates one) or set ENCRYPTION_KEY"
+            )
+        db = Database(settings.database_url)
+        try:
+            if not await migrate.is_current(db):
+                raise ConfigError("the database schema is not current: run `balance-bot migrate`")
+            if args.action != "verify":
+                await check(settings, db, ring)
+            match args.action:
+                case "status":
+                    await rotation.status(ring, db, _echo)
+                case "add":
+                    rotation.add(ring, settings, _echo)
+                case "activate":
+                    await rotation.activate(ring, args.kid, settings, db, _echo)
+                case "rewrap":
+                    report = await rotation.rewrap(ring, db, _echo, batch=args.batch)
+                    return 1 if report.failed else 0
+                case "retire":
+                    await rotation.retire(ring, args.kid, settings, db, _echo)
+                case "verify":
+                    return 1 if await rotation.verify(ring, db, _echo) else 0
+            return 0
+        finally:
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.billing.check_cli import main_check
+
+    return main_check(args, settings)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from bench.__main__ import main as bench_main  # type: ignore[import-not-found]
+
+    return int(bench_main(args.rest) or 0)
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="balance-bot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start the bot (polling; --webhook for webhook mode)")
+    run.add_argument("--webhook", action="store_true", help="serve updates over HTTP")
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser(
+        "keys", help="master-key rotation: status|add|activate|rewrap|retire|verify"
+    )
+    kact = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    kact.add_parser("status", help="keys in the ring and rows per key")
+    kact.add_parser("add", help="generate a new decrypt-only key")
+    kact.add_parser("activate", help="make a key the active one").add_argument("kid")
+    rw = kact.add_parser("rewrap", help="re-encrypt stored keys under the active key")
+    rw.add_argument("--batch", type=int, default=500)
+    kact.add_parser("retire", help="retire a key no row uses").add_argument("kid")
+    kact.add_parser("verify", help="decrypt every stored key and report failures")
+    keys.set_defaults(func=cmd_keys)
+
+    check = sub.add_parser("check", help="check one key's balance (key from an env var or file)")
+    try:
+        from bot.billing.check_cli import add_check_arguments
+
+        add_check_arguments(check)
+    except ImportError:  # pragma: no cover
+        pass
+    check.set_defaults(func=cmd_check)
+
+    bench = sub.add_parser("bench", help="run the benchmarks (see README)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    install_redaction()
+    try:
+        settings = load_settings(args.env_file)
+        setup_logging(settings.log_level, settings.log_format)
+        func: Callable[[argparse.Namespace, Settings], int | Awaitable[Any]] = args.func
+        return int(func(args, settings) or 0)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        print(f"balance-bot: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""Typed access to long-lived services from handlers (PTB's contexttypesbot pattern).
+
+Services are built once in `post_init` and closed in `post_shutdown`; handlers reach
+them as `context.services`. The per-update translator is set by the guard handler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.i18n import Translator, translator
+
+if TYPE_CHECKING:
+    from bot.billing.service import BillingService
+    from bot.services.keys import KeyService
+    from bot.services.users import UserService
+    from bot.settings import Settings
+    from bot.storage.db import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keys: KeyService
+    users: UserService
+    billing: BillingService
+
+
+class BotData:
+    """`bot_data`: holds the services once post_init has built them."""
+
+    def __init__(self) -> None:
+        self.services: Services | None = None
+        self.settings: Settings | None = None
+
+
+class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):
+    def __init__(
+        self,
+        application: Application[Any, Any, Any, Any, Any, Any],
+        chat_id: int | None = None,
+        user_id: int | None = None,
+    ) -> None:
+        super().__init__(application=application, chat_id=chat_id, user_id=user_id)
+        self.lang = "en"
+        self.timezone = "UTC"
+
+    @property
+    def services(self) -> Services:
+        services = self.bot_data.services
+        if services is None:
+            raise RuntimeError("services are not ready (post_init has not run)")
+        return services
+
+    @property
+    def t(self) -> Translator:
+        return translator(self.lang)

@@ -1,0 +1,16 @@
+"""Telegram handlers: thin — parse the update, call a service, render the reply."""
+
+from __future__ import annotations
+
+from telegram.ext import Application
+
+from bot.handlers import errors, guard, start
+
+FEATURES = (start,)
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    guard.register(app)
+    for feature in FEATURES:
+        feature.register(app)
+    app.add_error_handler(errors.on_error)  # type: ignore[arg-type]

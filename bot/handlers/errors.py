@@ -1,0 +1,44 @@
+"""The one error handler: log what failed (redacted, no update contents), apologise."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.constants import ChatType
+from telegram.error import Forbidden, NetworkError
+
+from bot.context import BotContext
+from bot.i18n import N_, translator
+
+log = logging.getLogger("bot.errors")
+
+SORRY = N_("Something went wrong on my side. Please try again in a minute.")
+
+
+async def on_error(update: object, context: BotContext) -> None:
+    error = context.error
+    update_id = user_id = None
+    if isinstance(update, Update):
+        update_id = update.update_id
+        user_id = update.effective_user.id if update.effective_user else None
+    # Never serialise the update: its text may be a pasted key (security.md T4).
+    log.error(
+        "error while handling update %s (user %s): %s",
+        update_id,
+        user_id,
+        type(error).__name__,
+        exc_info=error,
+    )
+    if isinstance(error, (Forbidden, NetworkError)) or not isinstance(update, Update):
+        return
+    chat = update.effective_chat
+    if chat is None or chat.type != ChatType.PRIVATE:
+        return
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(translator(context.lang)(SORRY), show_alert=True)
+        else:
+            await context.bot.send_message(chat.id, translator(context.lang)(SORRY))
+    except Exception:  # the apology itself failing must not loop back here
+        log.warning("could not tell user %s about the error", user_id)

@@ -1,0 +1,46 @@
+"""Runs before every other handler (group -1): who may use the bot, and in which language.
+
+With ALLOWED_USER_IDS set, updates from anyone else get one polite refusal and stop
+here: no database read, no provider request (security.md T12).
+"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.constants import ChatType
+from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
+
+from bot.context import BotContext
+from bot.i18n import N_, resolve_language, translator
+
+NOT_ALLOWED = N_("Sorry, this is a private bot. Ask its owner to add your Telegram id.")
+
+
+async def guard(update: Update, context: BotContext) -> None:
+    user = update.effective_user
+    if user is None:
+        raise ApplicationHandlerStop  # channel posts and the like: nothing for us
+    settings = context.services.settings
+    allowed = settings.allowed_user_ids
+    if allowed and user.id not in allowed and user.id not in settings.admin_user_ids:
+        t = translator(resolve_language(None, user.language_code))
+        if update.callback_query is not None:
+            await update.callback_query.answer(t(NOT_ALLOWED), show_alert=True)
+        elif (
+            update.effective_message is not None
+            and update.effective_chat is not None
+            and update.effective_chat.type == ChatType.PRIVATE
+        ):
+            await update.effective_message.reply_text(t(NOT_ALLOWED))
+        raise ApplicationHandlerStop
+    stored: str | None = None
+    chat = update.effective_chat
+    if chat is not None and chat.type == ChatType.PRIVATE:
+        profile = await context.services.users.touch(user.id)
+        stored = profile.language
+        context.timezone = profile.timezone
+    context.lang = resolve_language(stored, user.language_code)
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    app.add_handler(TypeHandler(Update, guard), group=-1)

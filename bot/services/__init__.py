@@ -1,0 +1,1 @@
+"""Business logic with no Telegram imports: key vault, key management, alerts."""

@@ -1,0 +1,36 @@
+"""Users: created on first contact; language and time zone preferences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.storage.db import Database
+from bot.storage.repositories import UserRepo
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    id: int
+    language: str | None
+    timezone: str
+
+
+class UserService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def touch(self, user_id: int) -> Profile:
+        """Get the user's profile, creating the row on first contact."""
+        async with self.db.session() as s:
+            user = await UserRepo(s).get_or_create(user_id)
+            return Profile(user.id, user.language, user.timezone)
+
+    async def set_language(self, user_id: int, language: str | None) -> None:
+        async with self.db.session() as s:
+            user = await UserRepo(s).get_or_create(user_id)
+            user.language = language
+
+    async def set_timezone(self, user_id: int, tz: str) -> None:
+        async with self.db.session() as s:
+            user = await UserRepo(s).get_or_create(user_id)
+            user.timezone = tz
