@@ -1,0 +1,331 @@
+"""The one entry point the bot uses for balance checks.
+
+It picks the base URL and the matching HTTP client (trusted vs SSRF-guarded), bounds
+concurrency globally and per host so one slow provider cannot starve the rest, caches
+results briefly so a double /balance does not hit the provider twice, and turns every
+failure into a `CheckOutcome` so one bad key never sinks a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+import httpx
+
+from bot.billing import detect as _detect
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.http import HttpClients, HttpOptions, ProviderHttpClient
+from bot.billing.models import CheckOutcome, KeyRequest
+from bot.billing.providers.base import FetchContext, Provider
+from bot.billing.registry import default_registry
+from bot.billing.ssrf import validate_base_url
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: on_check(provider_id, outcome_kind, seconds): outcome_kind is "ok" or an ErrorKind value.
+CheckHook = Callable[[str, str, float], None]
+
+
+class Clock(Protocol):
+    def __call__(self) -> float: ...
+
+
+class _HostLimiter:
+    """Per-host semaphores that disappear when idle, so user hosts do not pile up."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    async def acquire(self, host: str, limit: int) -> None:
+        sem, users = self._slots.get(host, (None, 0))
+        if sem is None:
+            sem = asyncio.Semaphore(limit)
+        self._slots[host] = (sem, users + 1)
+        try:
+            await sem.acquire()
+        except BaseException:
+            self._release_user(host)
+            raise
+
+    def release(self, host: str) -> None:
+        sem, _ = self._slots[host]
+        sem.release()
+        self._release_user(host)
+
+    def _release_user(self, host: str) -> None:
+        sem, users = self._slots[host]
+        if users <= 1:
+            del self._slots[host]
+        else:
+            self._slots[host] = (sem, users - 1)
+
+
+class _ResultCache:
+    """Small LRU with per-entry expiry. Keys are HMACs: no plaintext secret is held."""
+
+    def __init__(self, max_entries: int, clock: Clock) -> None:
+        self._data: OrderedDict[str, tuple[float, CheckOutcome]] = OrderedDict()
+        self._max = max_entries
+        self._clock = clock
+
+    def get(self, key: str) -> CheckOutcome | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, outcome = item
+        if self._clock() >= expires:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return outcome
+
+    def put(self, key: str, outcome: CheckOutcome, ttl: float) -> None:
+        if ttl <= 0 or self._max <= 0:
+            return
+        self._data[key] = (self._clock() + ttl, outcome)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class BillingService:
+    """Checks keys. Create one per process (it owns connection pools); `aclose()` at exit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Mapping[str, Provider] | None = None,
+        clock: Clock | None = None,
+        http_options: HttpOptions | None = None,
+        global_limit: int = 500,
+        trusted_host_limit: int = 50,
+        user_host_limit: int = 4,
+        cache_ttl: float = 30.0,
+        error_cache_ttl: float = 5.0,
+        cache_size: int = 4096,
+        check_timeout: float = 45.0,
+        allowed_ports: frozenset[int] = frozenset(),
+        on_check: CheckHook | None = None,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry if registry is not None else default_registry()
+        self._clock: Clock = clock or time.monotonic
+        self._allow_private = settings.allow_private_base_urls
+        self._allowed_ports = allowed_ports
+        self._http = HttpClients(http_options, allow_private=self._allow_private)
+        self._global_limit = global_limit
+        self._global: asyncio.Semaphore | None = None  # created in the loop on first use
+        self._hosts = _HostLimiter()
+        self._trusted_host_limit = trusted_host_limit
+        self._user_host_limit = user_host_limit
+        self._cache = _ResultCache(cache_size, self._clock)
+        self._cache_ttl = cache_ttl
+        self._error_cache_ttl = error_cache_ttl
+        self._check_timeout = check_timeout
+        self._inflight: dict[str, asyncio.Future[CheckOutcome]] = {}
+        self._salt = os.urandom(16)
+        self.on_check = on_check
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        self._cache.clear()
+
+    async def __aenter__(self) -> BillingService:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- catalogue ----------------------------------------------------------------------
+
+    def providers(self) -> list[Provider]:
+        """All providers in button order."""
+        return sorted(self._registry.values(), key=lambda p: (p.order, p.id))
+
+    def provider(self, provider_id: str) -> Provider:
+        """The provider with this id, or KeyError."""
+        return self._registry[provider_id]
+
+    def detect(self, key: str, base_url: str | None = None) -> list[Provider]:
+        """Candidate providers from the key's shape (see `bot.billing.detect`)."""
+        return _detect.detect(key, base_url, self._registry.values())
+
+    def validate_base_url(self, url: str) -> str:
+        """Canonical form of a user's base URL, or BillingError(URL_REFUSED)."""
+        return validate_base_url(
+            url, allow_private=self._allow_private, allowed_ports=self._allowed_ports
+        )
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # -- checks -------------------------------------------------------------------------
+
+    async def fetch_many(
+        self, reqs: Sequence[KeyRequest] | Iterable[KeyRequest], *, use_cache: bool = True
+    ) -> list[CheckOutcome]:
+        """One outcome per request, in input order; failures are outcomes, never raised."""
+        items = list(reqs)
+        results = await asyncio.gather(
+            *(self.fetch(r, use_cache=use_cache) for r in items), return_exceptions=True
+        )
+        out: list[CheckOutcome] = []
+        for req, res in zip(items, results, strict=True):
+            if isinstance(res, CheckOutcome):
+                out.append(res)
+            elif isinstance(res, asyncio.CancelledError):
+                raise res
+            else:
+                out.append(self._internal_error(req, res))
+        return out
+
+    async def fetch(self, req: KeyRequest, *, use_cache: bool = True) -> CheckOutcome:
+        """Check one key. Never raises for provider or network failures."""
+        try:
+            cache_key = self._cache_key(req)
+        except BillingError as exc:
+            return CheckOutcome(req.key_id, req.provider, error=exc)
+        if use_cache:
+            cached = self._cache.get(cache_key)
+            if cached is not None:
+                return replace(cached, key_id=req.key_id, from_cache=True)
+            pending = self._inflight.get(cache_key)
+            if pending is not None:
+                # Same key already being checked (double tap): share that answer.
+                await asyncio.wait([pending])
+                if not pending.cancelled():
+                    return replace(pending.result(), key_id=req.key_id, from_cache=True)
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CheckOutcome] = loop.create_future()
+        if use_cache:
+            self._inflight[cache_key] = future
+        try:
+            outcome = await self._check(req)
+            future.set_result(outcome)
+        except BaseException:
+            future.cancel()  # joiners notice and run their own check
+            raise
+        finally:
+            if self._inflight.get(cache_key) is future:
+                del self._inflight[cache_key]
+        self._remember(cache_key, outcome)
+        return outcome
+
+    def _remember(self, cache_key: str, outcome: CheckOutcome) -> None:
+        if outcome.ok:
+            self._cache.put(cache_key, outcome, self._cache_ttl)
+        elif isinstance(outcome.error, BillingError) and not outcome.error.transient:
+            self._cache.put(cache_key, outcome, self._error_cache_ttl)
+
+    async def _check(self, req: KeyRequest) -> CheckOutcome:
+        started = self._clock()
+        try:
+            provider = self._lookup(req.provider)
+            base_url, client, user_url = self._route(req, provider)
+            host = _host_key(base_url, user_url)
+            limit = self._user_host_limit if user_url else self._trusted_host_limit
+            ctx = FetchContext(
+                http=client,
+                key=req.secret,
+                base_url=base_url,
+                options=dict(req.options),
+                now=datetime.now(UTC),
+            )
+            await self._hosts.acquire(host, limit)
+            try:
+                async with self._global_sem():
+                    async with asyncio.timeout(self._check_timeout):
+                        result = await provider.fetch(ctx)
+            finally:
+                self._hosts.release(host)
+            outcome = CheckOutcome(req.key_id, req.provider, result=result)
+        except BillingError as exc:
+            outcome = CheckOutcome(req.key_id, req.provider, error=exc)
+        except TimeoutError:
+            err = BillingError(ErrorKind.NETWORK, "timed out")
+            outcome = CheckOutcome(req.key_id, req.provider, error=err)
+        except Exception as exc:
+            outcome = self._internal_error(req, exc)
+        self._report(req.provider, outcome, self._clock() - started)
+        return outcome
+
+    def _global_sem(self) -> asyncio.Semaphore:
+        if self._global is None:
+            self._global = asyncio.Semaphore(self._global_limit)
+        return self._global
+
+    def _lookup(self, provider_id: str) -> Provider:
+        try:
+            return self._registry[provider_id]
+        except KeyError:
+            raise BillingError(ErrorKind.NO_BALANCE_API, "unknown provider") from None
+
+    def _route(self, req: KeyRequest, provider: Provider) -> tuple[str, ProviderHttpClient, bool]:
+        """(base URL, client, is-user-URL). User URLs are re-validated on every check."""
+        if req.base_url:
+            return self.validate_base_url(req.base_url), self._http.guarded, True
+        override = self._settings.provider_base_url(provider.id)
+        if override:
+            return override.rstrip("/"), self._http.trusted, False
+        if provider.needs_base_url or not provider.default_base_url:
+            raise BillingError(ErrorKind.URL_REFUSED, "this provider needs a base URL")
+        return provider.default_base_url.rstrip("/"), self._http.trusted, False
+
+    def _cache_key(self, req: KeyRequest) -> str:
+        """HMAC over key_id, provider, URL, options and the key itself (per-process salt)."""
+        mac = hmac.new(self._salt, digestmod=hashlib.sha256)
+        for part in (req.key_id, req.provider, req.base_url or ""):
+            mac.update(part.encode())
+            mac.update(b"\0")
+        for name in sorted(req.options):
+            mac.update(f"{name}={req.options[name]}".encode())
+            mac.update(b"\0")
+        mac.update(req.secret.reveal().encode())
+        return mac.hexdigest()
+
+    def _internal_error(self, req: KeyRequest, exc: BaseException) -> CheckOutcome:
+        """Log a provider bug without its message (it might hold upstream text or a key)."""
+        if isinstance(exc, BillingError):
+            return CheckOutcome(req.key_id, req.provider, error=exc)
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        log.error(
+            "balance check for provider %s failed with %s at %s",
+            req.provider,
+            type(exc).__name__,
+            where,
+        )
+        err = BillingError(ErrorKind.PROVIDER_ERROR, "internal error")
+        return CheckOutcome(req.key_id, req.provider, error=err)
+
+    def _report(self, provider_id: str, outcome: CheckOutcome, seconds: float) -> None:
+        if self.on_check is None:
+            return
+        kind = "ok" if outcome.ok else str(getattr(outcome.error, "kind", "provider_error"))
+        try:
+            self.on_check(provider_id, kind, seconds)
+        except Exception:
+            log.exception("on_check hook failed")
+
+
+def _host_key(base_url: str, user_url: bool) -> str:
+    url = httpx.URL(base_url)
+    prefix = "user" if user_url else "trusted"
+    return f"{prefix}:{url.host}:{url.port or ''}"
