@@ -30,10 +30,10 @@ _DEFAULT_CURRENCY = "USD"  # the docs: "currency" is always USD
 class AnthropicAdminProvider(Provider):
     id = "anthropic-admin"
     title = "Anthropic (Admin key)"
-    hint = "Anthropic Admin key: spend this month (no balance API)"
+    hint = "Anthropic admin key sk-ant-admin01- (spend this month)"
     kind = FigureKind.SPEND
     default_base_url = "https://api.anthropic.com"
-    order = 80
+    order = 110
 
     def detect(self, key: str) -> Match:
         return Match.CERTAIN if key.startswith("sk-ant-admin01-") else Match.NO

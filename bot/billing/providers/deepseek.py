@@ -27,7 +27,7 @@ class DeepSeekProvider(Provider):
     hint = "DeepSeek (api.deepseek.com)"
     kind = FigureKind.BALANCE
     default_base_url = "https://api.deepseek.com"
-    order = 30
+    order = 60
 
     def detect(self, key: str) -> Match:
         # A bare `sk-` key is shared by DeepSeek, Moonshot, SiliconFlow and relays: ask.

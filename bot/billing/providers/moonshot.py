@@ -27,7 +27,7 @@ class MoonshotProvider(Provider):
     hint = "Moonshot / Kimi (api.moonshot.cn, api.moonshot.ai)"
     kind = FigureKind.BALANCE
     default_base_url = "https://api.moonshot.cn"
-    order = 40
+    order = 70
 
     def detect(self, key: str) -> Match:
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO

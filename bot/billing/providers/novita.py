@@ -32,7 +32,7 @@ class NovitaProvider(Provider):
     hint = "Novita AI (api.novita.ai)"
     kind = FigureKind.BALANCE
     default_base_url = "https://api.novita.ai"
-    order = 70
+    order = 100
 
     def detect(self, key: str) -> Match:
         return Match.NO  # no documented key shape; the user picks Novita explicitly

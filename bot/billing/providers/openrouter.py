@@ -32,7 +32,7 @@ class OpenRouterProvider(Provider):
     hint = "OpenRouter (openrouter.ai)"
     kind = FigureKind.BALANCE
     default_base_url = "https://openrouter.ai/api"
-    order = 20
+    order = 50
 
     def detect(self, key: str) -> Match:
         if key.startswith("sk-or-v1-"):

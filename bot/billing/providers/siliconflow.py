@@ -30,7 +30,7 @@ class SiliconFlowProvider(Provider):
     hint = "SiliconFlow (api.siliconflow.cn)"
     kind = FigureKind.BALANCE
     default_base_url = "https://api.siliconflow.cn"
-    order = 50
+    order = 80
 
     def detect(self, key: str) -> Match:
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO

@@ -26,7 +26,7 @@ class StepFunProvider(Provider):
     hint = "StepFun (api.stepfun.com)"
     kind = FigureKind.BALANCE
     default_base_url = "https://api.stepfun.com"
-    order = 60
+    order = 90
 
     def detect(self, key: str) -> Match:
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO
