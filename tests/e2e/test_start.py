@@ -1,0 +1,64 @@
+"""The living bot: /start, /help, the command menu, the allow-list, restarts."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.harness import running_bot
+
+
+async def test_start_and_help_in_english(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(1001, "Ann", language_code="en")
+        await bot.tg.send(ann, "/start")
+        reply = await bot.tg.wait_for_reply(ann)
+        assert "encrypted" in reply.text
+        assert "/add" in reply.text and "deleted" in reply.text
+        await bot.tg.send(ann, "/help")
+        reply = await bot.tg.wait_for_reply(ann)
+        assert "/balance" in reply.text and "/keys" in reply.text
+
+
+async def test_start_in_chinese_for_zh_hans(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        li = bot.tg.user(1002, "Li", language_code="zh-hans")
+        await bot.tg.send(li, "/start")
+        reply = await bot.tg.wait_for_reply(li)
+        assert "加密" in reply.text
+
+
+async def test_command_menu_registered_in_both_languages(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        calls = bot.tg.calls_to("setMyCommands")
+        langs = {c.params.get("language_code") for c in calls}
+        assert None in langs and "zh" in langs
+        names = [c["command"] for c in calls[0].params["commands"]]
+        assert {"start", "add", "balance", "keys", "alerts", "help"} <= set(names)
+
+
+async def test_allow_list_refuses_others_politely_once(make_settings) -> None:
+    async with running_bot(make_settings, allowed_user_ids=frozenset({1001})) as bot:
+        eve = bot.tg.user(6666, "Eve")
+        await bot.tg.send(eve, "/start")
+        reply = await bot.tg.wait_for_reply(eve)
+        assert "private bot" in reply.text
+        await bot.tg.assert_no_reply(eve, within=0.3)
+        async with bot.services.db.session() as s:
+            from bot.storage.repositories import UserRepo
+
+            assert await UserRepo(s).get(6666) is None  # nothing stored for strangers
+        ann = bot.tg.user(1001, "Ann")
+        await bot.tg.send(ann, "/start")
+        assert "encrypted" in (await bot.tg.wait_for_reply(ann)).text
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+async def test_restart_keeps_users(make_settings, lang: str) -> None:
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(1001, "Ann", language_code=lang)
+        await bot.tg.send(ann, "/start")
+        await bot.tg.wait_for_reply(ann)
+    async with running_bot(make_settings) as bot, bot.services.db.session() as s:
+        from bot.storage.repositories import UserRepo
+
+        assert await UserRepo(s).get(1001) is not None
