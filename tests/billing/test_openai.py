@@ -11,7 +11,7 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import FigureKind, KeyState
 from bot.billing.providers import openai, openai_admin, openai_session, relay
 from bot.billing.providers.base import Match
-from tests.billing.openai_stub import KEY, NOW, StubHttp, make_ctx, reply
+from tests.billing.openai_stub import KEY, StubHttp, make_ctx, reply
 
 OPENAI = openai.PROVIDER
 SESSION = openai_session.PROVIDER
@@ -253,4 +253,3 @@ async def test_admin_400_is_provider_error() -> None:
     with pytest.raises(BillingError) as info:
         await ADMIN.fetch(make_ctx(StubHttp({COSTS: reply(400, body)}), key=ADMIN_KEY))
     assert info.value.kind is ErrorKind.PROVIDER_ERROR
-
