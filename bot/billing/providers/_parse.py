@@ -15,6 +15,7 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.providers.base import HttpReply
 
 __all__ = [
+    "api_root",
     "from_iso",
     "from_unix",
     "is_bare_sk",
@@ -117,3 +118,9 @@ def json_object(reply: HttpReply) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BillingError(ErrorKind.MALFORMED, "reply is not a JSON object", status=reply.status)
     return body
+
+
+def api_root(base_url: str) -> str:
+    """Base URL without a trailing `/` or `/v1`: people paste the OpenAI-style `…/v1` base."""
+    root = base_url.strip().rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root

@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind
-from bot.billing.providers._parse import json_object, to_decimal
+from bot.billing.providers._parse import api_root, json_object, to_decimal
 from bot.billing.providers.base import FetchContext, HttpReply, Match, Provider
 
 _VERSION = "2023-06-01"
@@ -41,7 +41,7 @@ class AnthropicAdminProvider(Provider):
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
         now = ctx.now.astimezone(UTC)
         start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        url = f"{ctx.base_url.rstrip('/')}/v1/organizations/cost_report"
+        url = f"{api_root(ctx.base_url)}/v1/organizations/cost_report"
         headers = {"x-api-key": ctx.key.reveal(), "anthropic-version": _VERSION}
         params = {
             "starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -14,7 +14,13 @@ from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._parse import is_bare_sk, json_object, raise_for_status, to_decimal
+from bot.billing.providers._parse import (
+    api_root,
+    is_bare_sk,
+    json_object,
+    raise_for_status,
+    to_decimal,
+)
 from bot.billing.providers.base import FetchContext, Match, Provider
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -34,7 +40,7 @@ class DeepSeekProvider(Provider):
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
-        reply = await ctx.http.get(f"{ctx.base_url.rstrip('/')}/user/balance", headers=ctx.bearer())
+        reply = await ctx.http.get(f"{api_root(ctx.base_url)}/user/balance", headers=ctx.bearer())
         raise_for_status(reply)
         body = json_object(reply)
         if body.get("error"):

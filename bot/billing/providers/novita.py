@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind
-from bot.billing.providers._parse import json_object, raise_for_status, to_decimal
+from bot.billing.providers._parse import api_root, json_object, raise_for_status, to_decimal
 from bot.billing.providers.base import FetchContext, Match, Provider
 
 #: Novita's money unit is 1/10000 USD: 10^-4.
@@ -38,7 +38,7 @@ class NovitaProvider(Provider):
         return Match.NO  # no documented key shape; the user picks Novita explicitly
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
-        url = f"{ctx.base_url.rstrip('/')}/openapi/v1/billing/balance/detail"
+        url = f"{_site_root(ctx.base_url)}/openapi/v1/billing/balance/detail"
         reply = await ctx.http.get(url, headers=ctx.bearer())
         raise_for_status(reply)
         body = json_object(reply)
@@ -57,6 +57,15 @@ class NovitaProvider(Provider):
             extras=extras,
             fetched_at=ctx.now,
         )
+
+
+def _site_root(base_url: str) -> str:
+    """Accept the OpenAI-compatible base people copy (`https://api.novita.ai/v3/openai`)."""
+    root = api_root(base_url)
+    for suffix in ("/v3/openai", "/openai"):
+        if root.endswith(suffix):
+            return root[: -len(suffix)]
+    return root
 
 
 def to_usd(value: Any) -> Decimal:

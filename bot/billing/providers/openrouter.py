@@ -16,10 +16,17 @@ from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._parse import from_iso, json_object, raise_for_status, to_decimal
+from bot.billing.providers._parse import (
+    api_root,
+    from_iso,
+    json_object,
+    raise_for_status,
+    to_decimal,
+)
 from bot.billing.providers.base import FetchContext, HttpReply, Match, Provider
 
 #: `limit_reset` → the usage field that counts against the limit in the current period.
@@ -40,7 +47,7 @@ class OpenRouterProvider(Provider):
         return Match.POSSIBLE if key.startswith("sk-or-") else Match.NO
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
-        base = ctx.base_url.rstrip("/")
+        base = _api_base(ctx.base_url)
         reply = await ctx.http.get(f"{base}/v1/key", headers=ctx.bearer())
         data = _data(reply)
         result = self._key_result(data, ctx)
@@ -114,6 +121,16 @@ class OpenRouterProvider(Provider):
             extras={"scope": "account", "management_key": True},
             fetched_at=ctx.now,
         )
+
+
+def _api_base(base_url: str) -> str:
+    """`…/api` root: accepts `…/api/v1` (the OpenAI-style base) and bare `openrouter.ai`."""
+    root = api_root(base_url)
+    parts = urlsplit(root)
+    host = (parts.hostname or "").lower()
+    if parts.path in ("", "/") and (host == "openrouter.ai" or host.endswith(".openrouter.ai")):
+        return f"{root}/api"
+    return root
 
 
 def _data(reply: HttpReply) -> Mapping[str, Any]:

@@ -15,7 +15,13 @@ from urllib.parse import urlsplit
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind
-from bot.billing.providers._parse import is_bare_sk, json_object, raise_for_status, to_decimal
+from bot.billing.providers._parse import (
+    api_root,
+    is_bare_sk,
+    json_object,
+    raise_for_status,
+    to_decimal,
+)
 from bot.billing.providers.base import FetchContext, Match, Provider
 
 _OK_CODE = 20000
@@ -36,7 +42,7 @@ class SiliconFlowProvider(Provider):
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
-        url = f"{ctx.base_url.rstrip('/')}/v1/user/info"
+        url = f"{api_root(ctx.base_url)}/v1/user/info"
         reply = await ctx.http.get(url, headers=ctx.bearer())
         raise_for_status(reply)
         body = json_object(reply)

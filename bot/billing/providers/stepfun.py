@@ -13,7 +13,13 @@ from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind
-from bot.billing.providers._parse import is_bare_sk, json_object, raise_for_status, to_decimal
+from bot.billing.providers._parse import (
+    api_root,
+    is_bare_sk,
+    json_object,
+    raise_for_status,
+    to_decimal,
+)
 from bot.billing.providers.base import FetchContext, Match, Provider
 
 _OPTION_CURRENCIES = frozenset({"CNY", "USD"})
@@ -32,7 +38,7 @@ class StepFunProvider(Provider):
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
-        reply = await ctx.http.get(f"{ctx.base_url.rstrip('/')}/v1/accounts", headers=ctx.bearer())
+        reply = await ctx.http.get(f"{api_root(ctx.base_url)}/v1/accounts", headers=ctx.bearer())
         raise_for_status(reply)
         body = json_object(reply)
         _raise_for_error_body(body)
