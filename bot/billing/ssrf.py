@@ -39,6 +39,19 @@ _ALWAYS_DENIED_NETS = tuple(
 )
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 #: Cloud metadata endpoints that live outside link-local; refused even when private is allowed.
+#: What `allow_private` opens up: loopback, RFC 1918, CGNAT (Docker/Tailscale), ULA.
+_LAN_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "::1/128",
+        "fc00::/7",
+    )
+)
 _METADATA = frozenset(
     ipaddress.ip_address(a)
     for a in (
@@ -79,17 +92,17 @@ def address_refusal(ip: IPAddress, *, allow_private: bool) -> str | None:
         return "address is unspecified or multicast"
     if any(ip in net for net in _ALWAYS_DENIED_NETS):
         return "address embeds an IPv4 address (NAT64, 6to4 or Teredo)"
-    if allow_private:
-        if ip.is_loopback or ip.is_private or ip in _CGNAT:
-            return None
-        if ip.is_reserved:
-            return "address is reserved"
+    if allow_private and any(ip in net for net in _LAN_NETS):
         return None
+    if ip.is_reserved:
+        return "address is reserved"
+    if allow_private:
+        return None if ip.is_global else "address is private or reserved"
     if ip in _CGNAT:
         return "address is in the shared (CGNAT) range"
     if ip.is_loopback:
         return "address is loopback"
-    if not ip.is_global or ip.is_reserved:
+    if not ip.is_global:
         return "address is private or reserved"
     return None
 

@@ -1,0 +1,219 @@
+"""`balance-bot check`: check one key from the shell, without Telegram or a database.
+
+The key is read from an environment variable or a file, never from the command line
+(argv is visible in `ps` and shell history). Output is plain text; the exit status is
+0 on success, 1 when the check failed, 2 for a usage problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TextIO
+
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import BalanceResult, FigureKind, KeyRequest, KeyState
+from bot.billing.service import BillingService
+from bot.secret import Secret
+from bot.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+EXPLAIN: dict[ErrorKind, str] = {
+    ErrorKind.KEY_REJECTED: "The provider rejected the key: it is wrong, revoked or its account "
+    "is deactivated.",
+    ErrorKind.WRONG_KEY_TYPE: "This kind of key cannot read the balance at this provider "
+    "(it needs a different key type, such as an admin or session key).",
+    ErrorKind.NO_BALANCE_API: "This provider offers no balance API for this key.",
+    ErrorKind.RATE_LIMITED: "The provider is rate-limiting requests; try again later.",
+    ErrorKind.PROVIDER_ERROR: "The provider answered with an error; try again later.",
+    ErrorKind.NETWORK: "The provider could not be reached (timeout, DNS or connection failure).",
+    ErrorKind.MALFORMED: "The provider's answer could not be understood (not JSON, missing "
+    "fields or too large).",
+    ErrorKind.URL_REFUSED: "The base URL was refused by the safety check (https only, no "
+    "private or internal addresses).",
+    ErrorKind.UNREADABLE: "The stored key could not be decrypted.",
+}
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `balance-bot check`; the key itself is deliberately not one of them."""
+    parser.add_argument("--provider", required=True, metavar="ID", help="provider id")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--key-env", metavar="VAR", help="environment variable holding the key")
+    source.add_argument("--key-file", metavar="PATH", help="file holding the key")
+    parser.add_argument("--url", metavar="URL", help="base URL (required for relays)")
+    parser.add_argument("--currency", metavar="CODE", help="currency option, e.g. CNY")
+
+
+def main_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Entry point for the argparse sub-command."""
+    return asyncio.run(
+        run_check(
+            settings,
+            args.provider,
+            getattr(args, "key_env", None),
+            getattr(args, "key_file", None),
+            getattr(args, "url", None),
+            getattr(args, "currency", None),
+        )
+    )
+
+
+async def run_check(
+    settings: Settings,
+    provider_id: str,
+    key_env: str | None,
+    key_file: str | None,
+    url: str | None,
+    currency: str | None,
+    out: TextIO = sys.stdout,
+    *,
+    service: BillingService | None = None,
+) -> int:
+    """Check one key and print the result; returns the process exit status."""
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    try:
+        secret = _read_key(key_env, key_file)
+    except _Usage as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
+
+    owned = service is None
+    svc = service or BillingService(settings)
+    try:
+        try:
+            provider = svc.provider(provider_id)
+        except KeyError:
+            known = ", ".join(p.id for p in svc.providers())
+            say(f"error: unknown provider {provider_id!r}; known providers: {known}")
+            return EXIT_USAGE
+        base_url: str | None = None
+        if url:
+            try:
+                base_url = svc.validate_base_url(url)
+            except BillingError as exc:
+                say(f"error: {EXPLAIN[ErrorKind.URL_REFUSED]} ({exc.detail})")
+                return EXIT_FAILED
+        elif provider.needs_base_url and not settings.provider_base_url(provider.id):
+            say(f"error: provider {provider.id!r} needs --url (the relay's base URL)")
+            return EXIT_USAGE
+
+        options = {"currency": currency.strip().upper()} if currency else {}
+        request = KeyRequest(
+            key_id="cli", provider=provider.id, secret=secret, base_url=base_url, options=options
+        )
+        outcome = await svc.fetch(request, use_cache=False)
+    finally:
+        if owned:
+            await svc.aclose()
+
+    say(f"provider:  {provider.title} ({provider.id})")
+    say(f"key:       {secret.hint}")
+    if outcome.result is not None:
+        for line in format_result(outcome.result):
+            say(line)
+        return EXIT_OK
+    error = outcome.error
+    if isinstance(error, BillingError):
+        for line in format_error(error):
+            say(line)
+    else:
+        say("error: " + EXPLAIN[ErrorKind.PROVIDER_ERROR])
+    return EXIT_FAILED
+
+
+class _Usage(Exception):
+    """A problem with how the command was called; the message is safe to print."""
+
+
+def _read_key(key_env: str | None, key_file: str | None) -> Secret:
+    if bool(key_env) == bool(key_file):
+        raise _Usage("give exactly one of --key-env VAR or --key-file PATH")
+    if key_env:
+        value = os.environ.get(key_env, "").strip()
+        if not value:
+            raise _Usage(f"environment variable {key_env} is not set or empty")
+    else:
+        assert key_file is not None
+        try:
+            value = Path(key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            raise _Usage(f"cannot read the key file {key_file}") from None
+        if not value:
+            raise _Usage(f"the key file {key_file} is empty")
+    if any(c.isspace() for c in value):
+        raise _Usage("the key contains whitespace; put exactly one key in the variable or file")
+    return Secret(value)
+
+
+def _money(value: Decimal, currency: str | None) -> str:
+    text = format(value, "f")
+    return f"{text} {currency}" if currency else text
+
+
+def _when(value: datetime) -> str:
+    return value.isoformat(sep=" ", timespec="minutes")
+
+
+def _clean(text: object) -> str:
+    """Upstream strings (plan names) reach a terminal: drop control characters."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))[:200]
+
+
+def format_result(result: BalanceResult) -> list[str]:
+    """Plain-text lines for one result; only figures the provider actually gave."""
+    lines: list[str] = []
+    cur = result.currency
+    est = " (estimate)" if result.estimate else ""
+    if result.kind is FigureKind.VALIDITY:
+        lines.append("status:    valid — no balance API")
+    elif result.kind is FigureKind.SPEND:
+        if result.used is not None:
+            since = f" since {_when(result.period_start)}" if result.period_start else ""
+            lines.append(f"spent:     {_money(result.used, cur)}{since}")
+        if result.remaining is not None:
+            lines.append(f"remaining: {_money(result.remaining, cur)}{est}")
+    else:
+        if result.unlimited:
+            lines.append("remaining: unlimited")
+        elif result.remaining is not None:
+            lines.append(f"remaining: {_money(result.remaining, cur)}{est}")
+        else:
+            lines.append("remaining: not reported")
+        if result.total is not None:
+            lines.append(f"total:     {_money(result.total, cur)}")
+        if result.used is not None:
+            lines.append(f"used:      {_money(result.used, cur)}")
+    if result.currency:
+        lines.append(f"currency:  {result.currency}")
+    if result.expires_at is not None:
+        lines.append(f"expires:   {_when(result.expires_at)}")
+    elif result.never_expires:
+        lines.append("expires:   never")
+    if result.state is not KeyState.OK:
+        lines.append(f"state:     {result.state.value}")
+    for name, value in sorted(result.extras.items()):
+        lines.append(f"  {_clean(name)}: {_clean(value)}")
+    return lines
+
+
+def format_error(error: BillingError) -> list[str]:
+    lines = [f"error: {EXPLAIN.get(error.kind, 'The check failed.')}"]
+    facts = [f"kind={error.kind.value}"]
+    if error.detail:
+        facts.append(f"detail={error.detail}")
+    if error.retry_after is not None:
+        facts.append(f"retry after {error.retry_after:g} s")
+    lines.append("       (" + ", ".join(facts) + ")")
+    return lines
