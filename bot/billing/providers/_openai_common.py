@@ -10,15 +10,7 @@ from typing import Any
 
 from bot.billing.providers.base import HttpReply
 
-__all__ = ["api_root", "error_code", "error_text", "has_error_body"]
-
-
-def api_root(base_url: str) -> str:
-    """The site root: users and operators often paste `https://host/v1`; we add paths ourselves."""
-    root = base_url.strip().rstrip("/")
-    if root.endswith("/v1"):
-        root = root[: -len("/v1")]
-    return root
+__all__ = ["error_code", "error_text", "has_error_body"]
 
 
 def _payload(reply: HttpReply) -> Any:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._openai_common import api_root, error_code, error_text, has_error_body
+from bot.billing.providers._openai_common import error_code, error_text, has_error_body
+from bot.billing.providers._parse import api_root
 from bot.billing.providers.base import FetchContext, Match, Provider
 
 _QUOTA_CODES = ("insufficient_quota", "credit_balance_exhausted")

@@ -14,8 +14,8 @@ from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._openai_common import api_root, error_text, has_error_body
-from bot.billing.providers._parse import to_decimal
+from bot.billing.providers._openai_common import error_text, has_error_body
+from bot.billing.providers._parse import api_root, to_decimal
 from bot.billing.providers.base import FetchContext, Match, Provider
 
 #: Buckets per page (the API allows 1–180 daily buckets).

@@ -22,8 +22,8 @@ from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._openai_common import api_root, error_text, has_error_body
-from bot.billing.providers._parse import from_unix, is_bare_sk, to_decimal
+from bot.billing.providers._openai_common import error_text, has_error_body
+from bot.billing.providers._parse import api_root, from_unix, is_bare_sk, to_decimal
 from bot.billing.providers.base import FetchContext, HttpReply, Match, Provider
 
 #: `hard_limit_usd` at or above this is one-api/new-api's "unlimited token" sentinel.
