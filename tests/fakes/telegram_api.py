@@ -52,8 +52,6 @@ WEBHOOK_CONFLICT = (
     "use deleteWebhook to delete the webhook first"
 )
 MAX_TEXT, MAX_CAPTION, MAX_CALLBACK_DATA = 4096, 1024, 64
-# Methods that count against flood limits when ``enforce_limits`` is on.
-SEND_METHODS = frozenset({"sendmessage", "sendphoto", "senddocument"})
 # Form values that Telegram expects as JSON-serialized objects.
 JSON_FIELDS = frozenset(
     {"reply_markup", "allowed_updates", "commands", "scope", "entities", "caption_entities",
@@ -487,7 +485,7 @@ class FakeTelegram:
         started: bool = False,
     ) -> FakeUser:
         """Create a user. ``started=True`` = they wrote to the bot before (chat is known)."""
-        uid = id if id is not None else 1001 + len(self._users)
+        uid = id if id is not None else max(self._users, default=1000) + 1
         user = FakeUser(uid, first_name, last_name, username, language_code)
         self._users[uid] = user
         if started:
@@ -515,7 +513,7 @@ class FakeTelegram:
                 for (c, m), d in self._user_msgs.items()
                 if c == cid and d["from"]["id"] == user.id
             ]
-            mid = max(mine) if edited is True else int(edited)
+            mid = max(mine, default=0) if edited is True else int(edited)
             assert mid in mine, f"{user.first_name} has no message {mid} in chat {cid} to edit"
             msg = copy.deepcopy(self._user_msgs[(cid, mid)])
             msg.pop("entities", None)
@@ -543,6 +541,8 @@ class FakeTelegram:
             msg["forward_origin"] = {"type": "user", "date": msg["date"],
                                      "sender_user": forward_from.to_dict()}  # fmt: skip
         if reply_to is not None:
+            known = (cid, reply_to) in self._user_msgs or (cid, reply_to) in self._bot_msgs
+            assert known, f"no message {reply_to} in chat {cid} to reply to"
             msg["reply_to_message"] = self._message_json(cid, reply_to)
         self._user_msgs[(cid, mid)] = msg
         await self._push_update("message", msg)
@@ -734,9 +734,12 @@ class FakeTelegram:
     # -- internals: HTTP ---------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        params = await _read_params(request)
         if request.match_info["token"] != self.token:
             return web.json_response(ApiError(401, "Unauthorized").envelope(), status=401)
+        try:
+            params = await _read_params(request)
+        except ApiError as error:
+            return web.json_response(error.envelope(), status=error.status)
         name = request.match_info["method"].lower()
         handler = self._methods.get(name)
         self.calls.append(Call(handler.__name__[3:] if handler else name, params))
@@ -777,7 +780,8 @@ class FakeTelegram:
         return msg
 
     def _check_rate(self, chat_id: int) -> None:
-        """Flood control: burst then 1 msg/s per private chat, 20/min per group, 30/s overall."""
+        """Flood control for sendMessage/Photo/Document (edits are not limited): a burst, then
+        1 msg/s per private chat, 20/min per group, 30/s overall. Logs every good send."""
         now = time.monotonic()
         if self.enforce_limits:
             per_chat = self._buckets.setdefault(
