@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -102,3 +103,40 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class KeyStatus(Base):
+    """Outcome of the latest checks of one key, so a failed check can still show the last figure."""
+
+    __tablename__ = "key_status"
+
+    key_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    last_ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_result: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON
+    )  # BalanceResult, Decimals as str
+    last_error_kind: Mapped[str | None] = mapped_column(String(32))
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BalanceSnapshot(Base):
+    """One successful reading: a time series for burn-rate forecasts. Decimals as exact text."""
+
+    __tablename__ = "balance_snapshots"
+    __table_args__ = (Index("ix_balance_snapshots_key_taken", "key_id", "taken_at"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    key_id: Mapped[str] = mapped_column(String(32), ForeignKey("api_keys.id", ondelete="CASCADE"))
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))  # balance | spend | validity
+    currency: Mapped[str | None] = mapped_column(String(8))
+    remaining: Mapped[str | None] = mapped_column(String(48))
+    total: Mapped[str | None] = mapped_column(String(48))
+    used: Mapped[str | None] = mapped_column(String(48))
