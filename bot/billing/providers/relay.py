@@ -265,6 +265,11 @@ def _legacy_payload(reply: HttpReply) -> dict[str, Any] | None:
     """The JSON object of a legacy-pair reply; None when the route is not there."""
     if reply.status in (401, 403):
         _raise_if_state(reply)
+        if "session key" in error_text(reply):
+            # api.openai.com itself: these endpoints are closed to API keys since 2023.
+            raise BillingError(
+                ErrorKind.WRONG_KEY_TYPE, "official OpenAI has no key balance", status=reply.status
+            )
         raise _rejected(reply.status)
     reply.raise_for_common()
     if reply.status != 200 or reply.looks_html:
