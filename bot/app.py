@@ -19,7 +19,7 @@ from telegram.ext import (
     Defaults,
 )
 
-from bot import handlers
+from bot import handlers, metrics
 from bot.context import BotContext, BotData, Services
 from bot.i18n import LANGUAGES, N_, translator
 from bot.secret import register_static
@@ -97,7 +97,7 @@ async def build_services(settings: Settings) -> Services:
     except BaseException:
         await db.dispose()
         raise
-    billing = BillingService(settings)
+    billing = BillingService(settings, on_check=metrics.observe_check)
     return Services(
         settings=settings, db=db, keys=KeyService(db, vault), users=UserService(db), billing=billing
     )
