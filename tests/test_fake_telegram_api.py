@@ -468,3 +468,30 @@ async def test_wait_helpers_take_chat_ids(fake: FakeTelegram) -> None:
     ).text == "second"
     await fake.assert_no_reply(ann, within=0.05)  # "first" was skipped by the predicate
     assert "second" in fake.transcript()
+
+
+async def test_misc_refusals_and_fast_stop(fake: FakeTelegram) -> None:
+    ann, bob = fake.user(started=True), fake.user(first_name="Bob")
+    in_group = await fake.send(bob, "hi all", chat_type="supergroup")
+    async with bot_for(fake) as bot:
+        reply = await bot.send_message(ann.id, "r")
+        quoted = await fake.send(ann, "quoting", reply_to=reply.message_id)
+        with pytest.raises(BadRequest, match="can't be deleted"):
+            await bot.delete_message(-1001000000001, in_group)  # not an admin
+        with pytest.raises(BadRequest, match="Chat not found"):
+            await bot.get_chat(bob.id)
+        with pytest.raises(BadRequest, match="unallowed characters"):
+            await bot.set_webhook("http://127.0.0.1:1/x", secret_token="bad secret!")
+        with pytest.raises(BadRequest, match="can't be edited"):
+            await bot.edit_message_text("x", ann.id, quoted)
+        async with httpx.AsyncClient(base_url=fake.api_root) as client:
+            body = {"chat_id": str(ann.id), "text": "x", "reply_markup": "{not json"}
+            bad = await client.post(f"/bot{TOKEN}/sendMessage", data=body)
+            assert bad.status_code == 400 and "reply_markup" in bad.json()["description"]
+        updates = await bot.get_updates()
+        assert updates[-1].message and updates[-1].message.reply_to_message
+        poll = asyncio.create_task(bot.get_updates(offset=updates[-1].update_id + 1, timeout=30))
+        await fake.wait_for_call("getUpdates", predicate=lambda c: c.params.get("timeout") == "30")
+        started = time.monotonic()
+        await fake.stop()  # releases the long poll instead of waiting 30 s
+        assert await poll == () and time.monotonic() - started < 2
