@@ -135,14 +135,21 @@ async def post_shutdown(app: BotApp) -> None:
         await close_services(services)
 
 
-def build_application(settings: Settings, services: Services | None = None) -> BotApp:
-    """The Application, not started. `services` may be injected (tests, benchmarks)."""
+def build_application(
+    settings: Settings, services: Services | None = None, *, webhook: bool = False
+) -> BotApp:
+    """The Application, not started. `services` may be injected (tests, benchmarks).
+
+    In webhook mode there is no Updater: bot.webhook feeds updates in.
+    """
     settings.require_token()
     register_static(settings.bot_token)
     root = settings.telegram_api_url
+    builder = ApplicationBuilder()
+    if webhook:
+        builder = builder.updater(None)
     app: BotApp = (
-        ApplicationBuilder()
-        .token(settings.bot_token)
+        builder.token(settings.bot_token)
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .context_types(ContextTypes(context=BotContext, bot_data=BotData))

@@ -36,7 +36,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     asyncio.run(prepare())
     if args.webhook or settings.webhook_url:
-        from bot.webhook import run_webhook  # type: ignore[import-not-found]
+        from bot.webhook import require_webhook_settings, run_webhook
+
+        require_webhook_settings(settings)
 
         return int(run_webhook(settings) or 0)
     app = build_application(settings)

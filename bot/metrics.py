@@ -6,6 +6,8 @@ functions, so nothing below the handlers depends on prometheus_client's API.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -39,7 +41,8 @@ SWEEP_SECONDS = Histogram(
 USERS = Gauge("balancebot_users", "Users known to the bot", registry=REGISTRY)
 KEYS = Gauge("balancebot_keys", "Stored API keys", registry=REGISTRY)
 LAST_SWEEP = Gauge(
-    "balancebot_last_sweep_timestamp_seconds", "Unix time the last sweep finished",
+    "balancebot_last_sweep_timestamp_seconds",
+    "Unix time the last sweep finished",
     registry=REGISTRY,
 )
 
@@ -53,9 +56,20 @@ def alert(state: str, n: int = 1) -> None:
     ALERTS.labels(state).inc(n)
 
 
+_last_sweep_at: float | None = None
+
+
 def sweep_finished(seconds: float, finished_at: float) -> None:
+    global _last_sweep_at
+    _last_sweep_at = finished_at
     SWEEP_SECONDS.observe(seconds)
     LAST_SWEEP.set(finished_at)
+
+
+def last_sweep_iso() -> str | None:
+    if _last_sweep_at is None:
+        return None
+    return datetime.fromtimestamp(_last_sweep_at, UTC).isoformat(timespec="seconds")
 
 
 def render(users: int, keys: int) -> tuple[bytes, str]:
