@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from bot.services.keyring import KeyRing
@@ -132,17 +132,19 @@ def pg_dump(url: str) -> bytes | None:
 
 async def table_digest(db: Database) -> str:
     """A checksum of every row of every table (a backend-neutral 'DB unchanged' check)."""
+
+    def tables(conn: Any) -> list[str]:
+        return sorted(inspect(conn).get_table_names())
+
+    async with db.engine.connect() as conn:
+        names = await conn.run_sync(tables)
     digest = hashlib.sha256()
-    for table, order in (
-        ("users", "id"),
-        ("api_keys", "id"),
-        ("meta", "key"),
-        ("alembic_version", "version_num"),
-    ):
-        for row in await sql(db, f"SELECT * FROM {table} ORDER BY {order}"):
-            digest.update(
-                repr(tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)).encode()
-            )
+    for table in names:
+        rows = await sql(db, f"SELECT * FROM {table}")
+        flat = sorted(
+            repr(tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)) for row in rows
+        )
+        digest.update(f"{table}:{len(flat)}:{flat!r}".encode())
     return digest.hexdigest()
 
 
