@@ -941,21 +941,27 @@ class FakeTelegram:
         if msg.kind != "text":
             raise bad_request("there is no text in the message to edit")
         text, entities = _parse_text(params, "text", MAX_TEXT, required=True)
-        msg.parse_mode = params.get("parse_mode")
-        return await self._edit(msg, params, text, entities, params.get("text"))
+        mode = params.get("parse_mode")
+        return await self._edit(msg, params, text, entities, params.get("text"), mode)
 
     async def _m_editMessageReplyMarkup(self, params: Params) -> Any:
         msg = self._bot_message(params, "edit")
-        return await self._edit(msg, params, msg.text, msg.entities, msg.raw_text)
+        return await self._edit(msg, params, msg.text, msg.entities, msg.raw_text, msg.parse_mode)
 
     async def _edit(
-        self, msg: BotMessage, params: Params, text: str | None, entities: Any, raw: Any
+        self,
+        msg: BotMessage,
+        params: Params,
+        text: str | None,
+        entities: Any,
+        raw: Any,
+        parse_mode: str | None,
     ) -> Any:
         """Telegram drops the keyboard when an edit omits reply_markup; same content → 400."""
         raw_markup, rows = _parse_markup(params.get("reply_markup"))
         if (text, entities, raw_markup) == (msg.text, msg.entities, msg.raw_markup):
             raise bad_request(NOT_MODIFIED.removeprefix("Bad Request: "))
-        msg.text, msg.entities, msg.raw_text = text, entities, raw
+        msg.text, msg.entities, msg.raw_text, msg.parse_mode = text, entities, raw, parse_mode
         msg.raw_markup, msg.reply_markup, msg.edited = raw_markup, rows, True
         await self._record(msg)
         return self._message_json(msg.chat_id, msg.message_id)
