@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import signal
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,6 +133,11 @@ async def serve(settings: Settings) -> None:
         log.info(
             "webhook server listening on %s:%s", settings.webhook_listen, settings.webhook_port
         )
+        # uvicorn handles SIGTERM/SIGINT while serving and re-raises the signal when it
+        # returns; these no-op handlers turn that into a normal return, so the orderly
+        # shutdown below runs and the process exits 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _note_signal)
         await server.serve()
         log.info("stopping: finishing in-flight work")
     finally:
@@ -142,6 +148,10 @@ async def serve(settings: Settings) -> None:
         if app.post_shutdown:
             await app.post_shutdown(app)
         log.info("stopped in %.1f s", time.monotonic() - started)
+
+
+def _note_signal(signum: int, _frame: object) -> None:
+    log.info("received %s", signal.Signals(signum).name)
 
 
 def run_webhook(settings: Settings) -> int:
