@@ -1,0 +1,132 @@
+"""Retries, timeouts and error text of the provider HTTP client, against a real local server."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import replace
+
+import pytest
+
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.http import HttpClients
+from bot.billing.models import KeyRequest
+from bot.secret import Secret
+from tests.billing.conftest import FAST, make_service, settings
+from tests.fakes.provider_server import Reply
+
+
+async def _get(server, path: str, options=FAST, **kwargs):
+    clients = HttpClients(options)
+    try:
+        return await clients.trusted.get(f"{server.url}{path}", headers={}, **kwargs)
+    finally:
+        await clients.aclose()
+
+
+async def test_5xx_retried_until_success(server) -> None:
+    server.script("/b", [Reply(500), Reply(503), Reply(200, json={"ok": True})])
+    reply = await _get(server, "/b")
+    assert reply.status == 200 and reply.json() == {"ok": True}
+    assert server.count("/b") == 3
+
+
+async def test_5xx_gives_up_after_three_attempts(server) -> None:
+    server.reply("/b", status=500, body="boom")
+    reply = await _get(server, "/b")
+    assert reply.status == 500  # the provider maps it (PROVIDER_ERROR)
+    assert server.count("/b") == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+async def test_4xx_never_retried(server, status: int) -> None:
+    server.reply("/b", status=status, json={"error": "nope"})
+    reply = await _get(server, "/b")
+    assert reply.status == status
+    assert server.count("/b") == 1
+
+
+async def test_429_retry_after_honoured(server) -> None:
+    server.script(
+        "/b", [Reply(429, json={}, headers={"Retry-After": "1"}), Reply(200, json={"ok": 1})]
+    )
+    started = time.monotonic()
+    reply = await _get(server, "/b")
+    elapsed = time.monotonic() - started
+    assert reply.status == 200
+    assert server.count("/b") == 2
+    assert elapsed >= 0.95, "Retry-After: 1 was not waited for"
+
+
+async def test_429_with_long_retry_after_returned_not_waited(server) -> None:
+    server.reply("/b", status=429, json={}, headers={"Retry-After": "120"})
+    started = time.monotonic()
+    reply = await _get(server, "/b")
+    assert time.monotonic() - started < 1.0
+    assert reply.status == 429 and reply.headers["retry-after"] == "120"
+    assert server.count("/b") == 1
+
+
+async def test_read_timeout_retried(server) -> None:
+    server.script("/b", [Reply(200, json={"slow": 1}, delay=2.0), Reply(200, json={"fast": 1})])
+    reply = await _get(server, "/b", options=replace(FAST, read_timeout=0.3))
+    assert reply.json() == {"fast": 1}
+    assert server.count("/b") == 2
+
+
+async def test_persistent_timeout_is_network_error_with_fixed_text(server) -> None:
+    server.reply("/b", json={}, delay=3.0)
+    with pytest.raises(BillingError) as info:
+        await _get(server, "/b?token=sk-query-secret", options=replace(FAST, read_timeout=0.2))
+    assert info.value.kind is ErrorKind.NETWORK
+    assert info.value.detail == "timed out"
+    assert server.count("/b") == 3
+
+
+async def test_connection_refused_is_network_error_without_url() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    clients = HttpClients(FAST)
+    try:
+        with pytest.raises(BillingError) as info:
+            await clients.trusted.get(
+                f"http://127.0.0.1:{port}/b", headers={"Authorization": "Bearer sk-hdr-secret"}
+            )
+    finally:
+        await clients.aclose()
+    assert info.value.kind is ErrorKind.NETWORK
+    text = str(info.value)
+    assert str(port) not in text and "127.0.0.1" not in text and "sk-hdr" not in text
+
+
+async def test_key_only_in_header(server) -> None:
+    server.reply("/balance", json={"remaining": "1"})
+    service = make_service(settings(test_echo=server.url))
+    try:
+        outcome = await service.fetch(KeyRequest("k", "test-echo", Secret("echo-hdr-only-001")))
+    finally:
+        await service.aclose()
+    assert outcome.ok
+    seen = server.requests[0]
+    assert seen.authorization == "Bearer echo-hdr-only-001"
+    assert "echo-hdr-only-001" not in str(seen.query)
+
+
+async def test_cookies_not_carried_between_requests(server) -> None:
+    server.reply("/b", json={}, headers={"Set-Cookie": "sid=user-a; Path=/"})
+    clients = HttpClients(FAST)
+    try:
+        await clients.trusted.get(f"{server.url}/b", headers={})
+        await clients.trusted.get(f"{server.url}/b", headers={})
+    finally:
+        await clients.aclose()
+    assert all("Cookie" not in r.headers for r in server.requests)
+
+
+async def test_reply_headers_are_lower_case(server) -> None:
+    server.reply("/b", json={}, headers={"X-RateLimit-Remaining": "7"})
+    reply = await _get(server, "/b")
+    assert reply.headers["x-ratelimit-remaining"] == "7"
+    assert reply.headers["content-type"].startswith("application/json")
