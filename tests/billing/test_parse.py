@@ -108,3 +108,12 @@ def test_api_root() -> None:
     assert api_root("https://openrouter.ai/api/v1") == "https://openrouter.ai/api"
     assert api_root("https://api.deepseek.com") == "https://api.deepseek.com"
     assert api_root("https://x.example/v10") == "https://x.example/v10"
+
+
+def test_plain_never_uses_exponents() -> None:
+    from bot.billing.providers._parse import plain
+
+    assert plain(Decimal("1E-7")) == "0.0000001"
+    assert plain(Decimal("1E+3")) == "1000"
+    assert plain(Decimal("80.0000")) == "80.0000"
+    assert plain(Decimal("-2.5")) == "-2.5"

@@ -20,6 +20,7 @@ __all__ = [
     "from_unix",
     "is_bare_sk",
     "json_object",
+    "plain",
     "raise_for_status",
     "to_decimal",
 ]
@@ -124,3 +125,8 @@ def api_root(base_url: str) -> str:
     """Base URL without a trailing `/` or `/v1`: people paste the OpenAI-style `…/v1` base."""
     root = base_url.strip().rstrip("/")
     return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def plain(value: Decimal) -> str:
+    """A Decimal as plain text for extras: `0.0000001`, never `1E-7`; JSON-safe."""
+    return format(value, "f")

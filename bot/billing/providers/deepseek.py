@@ -18,6 +18,7 @@ from bot.billing.providers._parse import (
     api_root,
     is_bare_sk,
     json_object,
+    plain,
     raise_for_status,
     to_decimal,
 )
@@ -53,14 +54,14 @@ class DeepSeekProvider(Provider):
         primary = next((e for e in entries if e["currency"] == _PREFERRED), entries[0])
 
         extras: dict[str, Any] = {
-            "balances": "; ".join(f"{e['currency']} {e['total']}" for e in entries),
+            "balances": "; ".join(f"{e['currency']} {plain(e['total'])}" for e in entries),
         }
         for name in ("granted", "topped_up"):
             if primary[name] is not None:
-                extras[name] = primary[name]
+                extras[name] = plain(primary[name])
         for e in entries:
             if e is not primary:
-                extras[f"balance_{e['currency'].lower()}"] = e["total"]
+                extras[f"balance_{e['currency'].lower()}"] = plain(e["total"])
 
         available = body.get("is_available")
         state = KeyState.OK

@@ -19,6 +19,7 @@ from bot.billing.providers._parse import (
     api_root,
     is_bare_sk,
     json_object,
+    plain,
     raise_for_status,
     to_decimal,
 )
@@ -52,7 +53,7 @@ class MoonshotProvider(Provider):
         extras: dict[str, Any] = {}
         for src, name in (("voucher_balance", "voucher"), ("cash_balance", "cash")):
             if data.get(src) is not None:
-                extras[name] = to_decimal(data[src])  # cash may be negative (debt)
+                extras[name] = plain(to_decimal(data[src]))  # cash may be negative (debt)
 
         return BalanceResult(
             provider=self.id,

@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind
-from bot.billing.providers._parse import api_root, json_object, raise_for_status, to_decimal
+from bot.billing.providers._parse import api_root, json_object, plain, raise_for_status, to_decimal
 from bot.billing.providers.base import FetchContext, Match, Provider
 
 #: Novita's money unit is 1/10000 USD: 10^-4.
@@ -48,7 +48,7 @@ class NovitaProvider(Provider):
         extras: dict[str, Any] = {}
         for src, name in _EXTRAS:
             if body.get(src) is not None:
-                extras[name] = to_usd(body[src])
+                extras[name] = plain(to_usd(body[src]))
         return BalanceResult(
             provider=self.id,
             kind=FigureKind.BALANCE,

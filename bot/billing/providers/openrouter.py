@@ -24,6 +24,7 @@ from bot.billing.providers._parse import (
     api_root,
     from_iso,
     json_object,
+    plain,
     raise_for_status,
     to_decimal,
 )
@@ -63,7 +64,7 @@ class OpenRouterProvider(Provider):
             extras["free_tier"] = data["is_free_tier"]
         all_time = _optional(data.get("usage"))
         if all_time is not None:
-            extras["usage_all_time"] = all_time
+            extras["usage_all_time"] = plain(all_time)
 
         unlimited = data["limit"] is None
         total = None if unlimited else to_decimal(data["limit"])

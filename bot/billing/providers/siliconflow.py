@@ -19,6 +19,7 @@ from bot.billing.providers._parse import (
     api_root,
     is_bare_sk,
     json_object,
+    plain,
     raise_for_status,
     to_decimal,
 )
@@ -55,7 +56,7 @@ class SiliconFlowProvider(Provider):
         extras: dict[str, Any] = {}
         for src, name in (("balance", "granted"), ("chargeBalance", "topped_up")):
             if data.get(src) is not None:
-                extras[name] = to_decimal(data[src])
+                extras[name] = plain(to_decimal(data[src]))
 
         return BalanceResult(
             provider=self.id,

@@ -17,6 +17,7 @@ from bot.billing.providers._parse import (
     api_root,
     is_bare_sk,
     json_object,
+    plain,
     raise_for_status,
     to_decimal,
 )
@@ -48,7 +49,7 @@ class StepFunProvider(Provider):
         extras: dict[str, Any] = {}
         for src, name in (("total_cash_balance", "cash"), ("total_voucher_balance", "voucher")):
             if body.get(src) is not None:
-                extras[name] = to_decimal(body[src])
+                extras[name] = plain(to_decimal(body[src]))
         account_type = body.get("type")
         if account_type in _ACCOUNT_TYPES:  # a fixed vocabulary, never free upstream text
             extras["account_type"] = account_type
