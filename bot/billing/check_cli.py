@@ -74,14 +74,19 @@ async def run_check(
     key_file: str | None,
     url: str | None,
     currency: str | None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     *,
     service: BillingService | None = None,
 ) -> int:
-    """Check one key and print the result; returns the process exit status."""
+    """Check one key and print the result to `out` (stdout); returns the exit status.
+
+    `service` lets tests (or a caller that already has one) supply the BillingService.
+    """
+
+    stream = out if out is not None else sys.stdout
 
     def say(line: str) -> None:
-        print(line, file=out, flush=True)
+        print(line, file=stream, flush=True)
 
     try:
         secret = _read_key(key_env, key_file)
