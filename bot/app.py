@@ -90,6 +90,7 @@ class PerUserUpdateProcessor(BaseUpdateProcessor):
 
 async def build_services(settings: Settings) -> Services:
     from bot.billing.service import BillingService
+    from bot.services.balances import BalanceService
 
     db = Database(settings.database_url)
     try:
@@ -98,8 +99,14 @@ async def build_services(settings: Settings) -> Services:
         await db.dispose()
         raise
     billing = BillingService(settings, on_check=metrics.observe_check)
+    keys = KeyService(db, vault)
     return Services(
-        settings=settings, db=db, keys=KeyService(db, vault), users=UserService(db), billing=billing
+        settings=settings,
+        db=db,
+        keys=keys,
+        users=UserService(db),
+        billing=billing,
+        balances=BalanceService(db, keys, billing),
     )
 
 

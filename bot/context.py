@@ -15,6 +15,7 @@ from bot.i18n import Translator, translator
 
 if TYPE_CHECKING:
     from bot.billing.service import BillingService
+    from bot.services.balances import BalanceService
     from bot.services.keys import KeyService
     from bot.services.users import UserService
     from bot.settings import Settings
@@ -28,6 +29,7 @@ class Services:
     keys: KeyService
     users: UserService
     billing: BillingService
+    balances: BalanceService
 
 
 class BotData:

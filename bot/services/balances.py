@@ -1,0 +1,410 @@
+"""Balance checks as the UI needs them: every key at once, remembered per key.
+
+A failed check is only useful next to the last figure that worked, so each outcome
+is recorded in `key_status`; each new successful reading also becomes a row in
+`balance_snapshots` (the alerts feature forecasts burn rate from them). Manual checks
+are rate-limited per user (security.md T13): past the limit the stored results are
+served instead, with their age, and no provider is contacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, KeyRequest, KeyState
+from bot.storage.models import ApiKey, BalanceSnapshot, KeyStatus
+
+if TYPE_CHECKING:
+    from bot.billing.service import BillingService
+    from bot.services.keys import KeyService, KeyView
+    from bot.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+MANUAL_CHECKS_PER_MINUTE = 10
+
+
+# -- BalanceResult <-> JSON ---------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def result_to_json(result: BalanceResult) -> dict[str, Any]:
+    """Exact and portable: Decimals and datetimes as strings, enums as values."""
+    return {f.name: _jsonable(getattr(result, f.name)) for f in fields(result)}
+
+
+def _dec(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _dt(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def result_from_json(data: Mapping[str, Any]) -> BalanceResult | None:
+    """The stored result, or None if the row is unusable (never a made-up figure)."""
+    try:
+        return BalanceResult(
+            provider=str(data["provider"]),
+            kind=FigureKind(data["kind"]),
+            currency=data.get("currency"),
+            remaining=_dec(data.get("remaining")),
+            total=_dec(data.get("total")),
+            used=_dec(data.get("used")),
+            unlimited=bool(data.get("unlimited", False)),
+            expires_at=_dt(data.get("expires_at")),
+            never_expires=bool(data.get("never_expires", False)),
+            state=KeyState(data.get("state", "ok")),
+            period_start=_dt(data.get("period_start")),
+            estimate=bool(data.get("estimate", False)),
+            extras=dict(data.get("extras") or {}),
+            fetched_at=_dt(data.get("fetched_at")) or datetime.now(UTC),
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+# -- what the UI gets ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStatus:
+    """A key's `key_status` row, decoded."""
+
+    key_id: str
+    last_result: BalanceResult | None
+    last_ok_at: datetime | None
+    last_error_kind: ErrorKind | None
+    last_error_at: datetime | None
+    failing_since: datetime | None
+    consecutive_failures: int
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
+
+    @classmethod
+    def of(cls, row: KeyStatus) -> StoredStatus:
+        kind: ErrorKind | None
+        try:
+            kind = ErrorKind(row.last_error_kind) if row.last_error_kind else None
+        except ValueError:
+            kind = ErrorKind.PROVIDER_ERROR
+        return cls(
+            row.key_id,
+            result_from_json(row.last_result) if row.last_result else None,
+            row.last_ok_at,
+            kind,
+            row.last_error_at,
+            row.failing_since,
+            row.consecutive_failures or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReport:
+    """One key's answer for the UI.
+
+    Exactly one of `result` / `error` is set. On failure `last_known` is the last
+    successful result (if any) and `last_known_at` when it was read. `fresh` is False
+    when the manual-check limit was hit and this comes from storage, not a provider.
+    """
+
+    key: KeyView
+    result: BalanceResult | None = None
+    error: ErrorKind | None = None
+    checked_at: datetime | None = None
+    last_known: BalanceResult | None = None
+    last_known_at: datetime | None = None
+    retry_after: float | None = None
+    fresh: bool = True
+    from_cache: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    @property
+    def unreadable(self) -> bool:
+        return self.error is ErrorKind.UNREADABLE
+
+
+# -- rate limit ---------------------------------------------------------------------------
+
+
+class ManualCheckLimiter:
+    """At most `limit` manual checks per `window` seconds per user (sliding window).
+
+    In process memory: with several replicas each allows `limit`; the billing cache
+    and per-host limits still bound provider traffic.
+    """
+
+    def __init__(
+        self,
+        limit: int = MANUAL_CHECKS_PER_MINUTE,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_users: int = 10_000,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._max_users = max_users
+        self._hits: OrderedDict[int, deque[float]] = OrderedDict()
+
+    def allow(self, user_id: int) -> bool:
+        now = self._clock()
+        hits = self._hits.get(user_id)
+        if hits is None:
+            hits = self._hits[user_id] = deque()
+            while len(self._hits) > self._max_users:
+                self._hits.popitem(last=False)
+        self._hits.move_to_end(user_id)
+        while hits and now - hits[0] >= self.window:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return False
+        hits.append(now)
+        return True
+
+
+# -- the service --------------------------------------------------------------------------
+
+
+class BalanceService:
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyService,
+        billing: BillingService,
+        *,
+        limiter: ManualCheckLimiter | None = None,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.billing = billing
+        self.limiter = limiter or ManualCheckLimiter()
+
+    async def check_user(
+        self, owner_id: int, labels: Iterable[str] | None = None, *, manual: bool = True
+    ) -> list[KeyReport]:
+        """Check the owner's keys (or those with these labels) in parallel, in list order."""
+        wanted = None if labels is None else set(labels)
+        pairs = await self.keys.requests(owner_id)
+        if wanted is not None:
+            pairs = [(k, r) for k, r in pairs if k.label in wanted]
+        return await self._check(owner_id, pairs, manual=manual)
+
+    async def check_key(
+        self, owner_id: int, key_id: str, *, manual: bool = True
+    ) -> KeyReport | None:
+        """One key, by id, scoped to its owner; None if the owner has no such key."""
+        pairs = await self.keys.requests(owner_id, [key_id])
+        if not pairs:
+            return None
+        return (await self._check(owner_id, pairs, manual=manual))[0]
+
+    async def statuses(
+        self, owner_id: int, key_ids: Sequence[str] | None = None
+    ) -> dict[str, StoredStatus]:
+        """Stored status per key id (keys never checked are absent)."""
+        stmt = select(KeyStatus).where(KeyStatus.owner_id == owner_id)
+        if key_ids is not None:
+            stmt = stmt.where(KeyStatus.key_id.in_(list(key_ids)))
+        async with self.db.session() as s:
+            rows = (await s.scalars(stmt)).all()
+        return {r.key_id: StoredStatus.of(r) for r in rows}
+
+    async def _check(
+        self,
+        owner_id: int,
+        pairs: Sequence[tuple[KeyView, KeyRequest | None]],
+        *,
+        manual: bool,
+    ) -> list[KeyReport]:
+        if not pairs:
+            return []
+        ids = [k.id for k, _ in pairs]
+        stored = await self.statuses(owner_id, ids)
+        if manual and not self.limiter.allow(owner_id):
+            return [
+                self._from_storage(k, stored.get(k.id), readable=r is not None) for k, r in pairs
+            ]
+        readable = [r for _, r in pairs if r is not None]
+        outcomes = {o.key_id: o for o in await self.billing.fetch_many(readable)}
+        now = datetime.now(UTC)
+        reports: list[KeyReport] = []
+        record: list[CheckOutcome] = []
+        for key, req in pairs:
+            if req is None:
+                err = BillingError(ErrorKind.UNREADABLE, "cannot decrypt")
+                outcome = CheckOutcome(key.id, key.provider, error=err)
+            else:
+                outcome = outcomes[key.id]
+            record.append(outcome)
+            reports.append(_report(key, outcome, stored.get(key.id), now))
+        await self.record(owner_id, record)
+        return reports
+
+    def _from_storage(
+        self, key: KeyView, status: StoredStatus | None, *, readable: bool
+    ) -> KeyReport:
+        if not readable:
+            return KeyReport(key, error=ErrorKind.UNREADABLE, fresh=False)
+        if status is None:
+            # Never checked and over the limit: say so rather than guess.
+            return KeyReport(key, error=ErrorKind.RATE_LIMITED, fresh=False)
+        failed_last = status.last_error_at is not None and (
+            status.last_ok_at is None or status.last_error_at > status.last_ok_at
+        )
+        if failed_last or status.last_result is None:
+            return KeyReport(
+                key,
+                error=status.last_error_kind or ErrorKind.PROVIDER_ERROR,
+                checked_at=status.last_error_at,
+                last_known=status.last_result,
+                last_known_at=status.last_ok_at,
+                fresh=False,
+            )
+        return KeyReport(key, result=status.last_result, checked_at=status.last_ok_at, fresh=False)
+
+    async def record(self, owner_id: int, outcomes: Sequence[CheckOutcome]) -> None:
+        """Store these outcomes (also for /add's first check and the alert scheduler).
+
+        Idempotent for a reading already stored (same `fetched_at`), so cached outcomes
+        add no duplicate snapshot. Keys deleted meanwhile are skipped.
+        """
+        if not outcomes:
+            return
+        for attempt in (1, 2):
+            try:
+                await self._record(owner_id, outcomes)
+                return
+            except IntegrityError:
+                # A concurrent check (alerts, another replica) inserted the row first.
+                if attempt == 2:
+                    log.warning("could not record key status for user %s", owner_id)
+
+    async def _record(self, owner_id: int, outcomes: Sequence[CheckOutcome]) -> None:
+        now = datetime.now(UTC)
+        ids = [o.key_id for o in outcomes]
+        async with self.db.session() as s:
+            alive = set(
+                (
+                    await s.scalars(
+                        select(ApiKey.id).where(ApiKey.owner_id == owner_id, ApiKey.id.in_(ids))
+                    )
+                ).all()
+            )
+            rows = {
+                r.key_id: r
+                for r in (
+                    await s.scalars(select(KeyStatus).where(KeyStatus.key_id.in_(list(alive))))
+                ).all()
+            }
+            for outcome in outcomes:
+                if outcome.key_id not in alive:
+                    continue
+                row = rows.get(outcome.key_id)
+                if row is None:
+                    row = KeyStatus(
+                        key_id=outcome.key_id, owner_id=owner_id, consecutive_failures=0
+                    )
+                    s.add(row)
+                    rows[outcome.key_id] = row
+                _apply(s, row, outcome, now)
+
+
+def _apply(s: Any, row: KeyStatus, outcome: CheckOutcome, now: datetime) -> None:
+    result = outcome.result
+    if result is not None:
+        if row.last_ok_at is not None and result.fetched_at <= row.last_ok_at:
+            return  # this reading is already stored
+        row.last_ok_at = result.fetched_at
+        row.last_result = result_to_json(result)
+        row.failing_since = None
+        row.consecutive_failures = 0
+        s.add(
+            BalanceSnapshot(
+                key_id=row.key_id,
+                taken_at=result.fetched_at,
+                kind=result.kind.value,
+                currency=result.currency,
+                remaining=_text(result.remaining),
+                total=_text(result.total),
+                used=_text(result.used),
+            )
+        )
+        return
+    if outcome.from_cache:
+        return  # the same failure, already counted
+    kind = getattr(outcome.error, "kind", ErrorKind.PROVIDER_ERROR)
+    row.last_error_kind = ErrorKind(kind).value
+    row.last_error_at = now
+    row.failing_since = row.failing_since or now
+    row.consecutive_failures = (row.consecutive_failures or 0) + 1
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _report(
+    key: KeyView, outcome: CheckOutcome, status: StoredStatus | None, now: datetime
+) -> KeyReport:
+    if outcome.result is not None:
+        return KeyReport(
+            key,
+            result=outcome.result,
+            checked_at=outcome.result.fetched_at,
+            from_cache=outcome.from_cache,
+        )
+    error = outcome.error
+    kind = error.kind if isinstance(error, BillingError) else ErrorKind.PROVIDER_ERROR
+    retry = error.retry_after if isinstance(error, BillingError) else None
+    return KeyReport(
+        key,
+        error=kind,
+        checked_at=now,
+        last_known=status.last_result if status else None,
+        last_known_at=status.last_ok_at if status else None,
+        retry_after=retry,
+        from_cache=outcome.from_cache,
+    )
