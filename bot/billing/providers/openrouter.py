@@ -70,7 +70,7 @@ class OpenRouterProvider(Provider):
         total = None if unlimited else to_decimal(data["limit"])
         remaining = None if unlimited else _optional(data.get("limit_remaining"))
         reset = data.get("limit_reset")
-        if not unlimited and reset in _PERIOD_USAGE:
+        if not unlimited and isinstance(reset, str) and reset in _PERIOD_USAGE:
             # The limit renews every period: "used" must be the period's usage to match it.
             extras["limit_reset"] = reset
             used = _optional(data.get(_PERIOD_USAGE[reset]))

@@ -51,7 +51,7 @@ class StepFunProvider(Provider):
             if body.get(src) is not None:
                 extras[name] = plain(to_decimal(body[src]))
         account_type = body.get("type")
-        if account_type in _ACCOUNT_TYPES:  # a fixed vocabulary, never free upstream text
+        if isinstance(account_type, str) and account_type in _ACCOUNT_TYPES:  # fixed words only
             extras["account_type"] = account_type
 
         return BalanceResult(
