@@ -264,9 +264,7 @@ class BalanceService:
         ids = [k.id for k, _ in pairs]
         stored = await self.statuses(owner_id, ids)
         if manual and not self.limiter.allow(owner_id):
-            return [
-                self._from_storage(k, stored.get(k.id), readable=r is not None) for k, r in pairs
-            ]
+            return [stored_report(k, stored.get(k.id), readable=r is not None) for k, r in pairs]
         readable = [r for _, r in pairs if r is not None]
         outcomes = {o.key_id: o for o in await self.billing.fetch_many(readable)}
         now = datetime.now(UTC)
@@ -282,28 +280,6 @@ class BalanceService:
             reports.append(_report(key, outcome, stored.get(key.id), now))
         await self.record(owner_id, record)
         return reports
-
-    def _from_storage(
-        self, key: KeyView, status: StoredStatus | None, *, readable: bool
-    ) -> KeyReport:
-        if not readable:
-            return KeyReport(key, error=ErrorKind.UNREADABLE, fresh=False)
-        if status is None:
-            # Never checked and over the limit: say so rather than guess.
-            return KeyReport(key, error=ErrorKind.RATE_LIMITED, fresh=False)
-        failed_last = status.last_error_at is not None and (
-            status.last_ok_at is None or status.last_error_at > status.last_ok_at
-        )
-        if failed_last or status.last_result is None:
-            return KeyReport(
-                key,
-                error=status.last_error_kind or ErrorKind.PROVIDER_ERROR,
-                checked_at=status.last_error_at,
-                last_known=status.last_result,
-                last_known_at=status.last_ok_at,
-                fresh=False,
-            )
-        return KeyReport(key, result=status.last_result, checked_at=status.last_ok_at, fresh=False)
 
     async def record(self, owner_id: int, outcomes: Sequence[CheckOutcome]) -> None:
         """Store these outcomes (also for /add's first check and the alert scheduler).
@@ -408,3 +384,25 @@ def _report(
         retry_after=retry,
         from_cache=outcome.from_cache,
     )
+
+
+def stored_report(key: KeyView, status: StoredStatus | None, *, readable: bool = True) -> KeyReport:
+    """What storage says about a key, without contacting anyone (`fresh=False`)."""
+    if not readable:
+        return KeyReport(key, error=ErrorKind.UNREADABLE, fresh=False)
+    if status is None:
+        # Never checked (and over the limit): say so rather than guess.
+        return KeyReport(key, error=ErrorKind.RATE_LIMITED, fresh=False)
+    failed_last = status.last_error_at is not None and (
+        status.last_ok_at is None or status.last_error_at > status.last_ok_at
+    )
+    if failed_last or status.last_result is None:
+        return KeyReport(
+            key,
+            error=status.last_error_kind or ErrorKind.PROVIDER_ERROR,
+            checked_at=status.last_error_at,
+            last_known=status.last_result,
+            last_known_at=status.last_ok_at,
+            fresh=False,
+        )
+    return KeyReport(key, result=status.last_result, checked_at=status.last_ok_at, fresh=False)

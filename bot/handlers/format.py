@@ -1,0 +1,380 @@
+"""Rendering of balances, shared by /balance, /keys, /add's first check and alerts.
+
+Honest numbers only: a figure the provider did not give is never shown as zero, and
+spend is "spent", never "left". Every dynamic string (labels, provider text, currency
+codes) goes through `html.escape`: replies use parse_mode=HTML (security.md T10).
+Money stays Decimal end to end; dates are shown in the user's time zone.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.billing.errors import ErrorKind
+from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.billing.registry import default_registry
+from bot.i18n import N_, Translator, translator
+from bot.services.balances import KeyReport
+
+MAX_MESSAGE = 4096  # Telegram's limit, counted after entity parsing
+
+SYMBOLS = {"USD": "$", "CNY": "¥"}
+
+OK, WARN, BAD, UNKNOWN = "✅", "⚠️", "⛔", "❔"
+
+LOW_FRACTION = Decimal("0.1")  # ≤ 10 % of the total left counts as low
+SOON_DAYS = 3  # expiring within this many days counts as low
+
+ERROR_SENTENCES: dict[ErrorKind, str] = {
+    ErrorKind.KEY_REJECTED: N_("The provider rejected this key: revoked, wrong or disabled."),
+    ErrorKind.WRONG_KEY_TYPE: N_("This kind of key can't read the balance; another key type can."),
+    ErrorKind.NO_BALANCE_API: N_("This provider or site has no balance API for this key."),
+    ErrorKind.RATE_LIMITED: N_("The provider is rate-limiting checks; try again in a minute."),
+    ErrorKind.PROVIDER_ERROR: N_("The provider had an error; this is usually temporary."),
+    ErrorKind.NETWORK: N_("Couldn't reach the provider (timeout or connection error)."),
+    ErrorKind.MALFORMED: N_("The provider's answer made no sense, so no figure is shown."),
+    ErrorKind.URL_REFUSED: N_("This key's base URL is not allowed (private or invalid address)."),
+    ErrorKind.UNREADABLE: N_("Can't decrypt this key, please re-add it."),
+}
+
+VALIDITY_HINTS: dict[str, str] = {
+    "openai": N_("OpenAI shows credit only on its website; an admin key shows spend."),
+}
+VALIDITY_HINT = N_("This provider shows credit only on its website.")
+
+T_LEFT = N_("{amount} left")
+T_UNLIMITED = N_("unlimited")
+T_USED_OF = N_("used {used} of {total}")
+T_USED = N_("used {used}")
+T_SPENT_MONTH = N_("{amount} spent this month")
+T_SPENT_SINCE = N_("{amount} spent since {date}")
+T_VALID = N_("valid — no balance API")
+T_NO_FIGURES = N_("no figures from the provider")
+T_EXHAUSTED = N_("quota used up")
+T_EXPIRED_STATE = N_("expired")
+T_ESTIMATE = N_("estimate from the starting balance you entered")
+T_EXPIRES_IN = N_("expires {date} · in {days} days")
+T_EXPIRES_TOMORROW = N_("expires {date} · tomorrow")
+T_EXPIRES_TODAY = N_("expires {date} · today")
+T_EXPIRED_AGO = N_("expired {date} · {days} days ago")
+T_EXPIRED_YESTERDAY = N_("expired {date} · yesterday")
+T_EXPIRED_TODAY = N_("expired {date} · today")
+T_NO_EXPIRY = N_("no expiry")
+T_EXPIRY_UNKNOWN = N_("expiry unknown")
+T_LAST_KNOWN = N_("last known: {figure}, {age}")
+T_CHECKED = N_("checked {age}")
+T_JUST_NOW = N_("just now")
+T_SECONDS_AGO = N_("{n} s ago")
+T_MINUTES_AGO = N_("{n} min ago")
+T_HOURS_AGO = N_("{n} h ago")
+T_DAYS_AGO = N_("{n} d ago")
+T_TOKENS = N_("{amount} tokens")
+T_QUOTA = N_("{amount} quota units")
+
+
+def zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def provider_title(provider_id: str) -> str:
+    provider = default_registry().get(provider_id)
+    return provider.title if provider is not None else provider_id
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def visible_len(markup: str) -> int:
+    """Length as Telegram counts it: after tags and entities are parsed, in UTF-16 units."""
+    return utf16_len(html.unescape(_TAG.sub("", markup)))
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+
+def number(value: Decimal) -> str:
+    """2 decimals from 1 up; below 1, enough decimals for 2 significant digits (max 6)."""
+    if value.is_nan() or value.is_infinite():
+        return str(value)
+    magnitude = abs(value)
+    places = 2
+    if 0 < magnitude < 1:
+        exp = magnitude.adjusted()  # -1 for 0.5, -3 for 0.00123
+        places = min(6, max(2, -exp + 1))
+    q = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    if q == 0 and magnitude > 0:
+        return ("-" if value < 0 else "") + "<" + f"{Decimal(1).scaleb(-places):f}"
+    text = f"{q:,.{places}f}"
+    if places > 2:  # 0.024700 -> 0.0247, but keep 2 decimals at least
+        whole, frac = text.split(".")
+        frac = frac.rstrip("0").ljust(2, "0")
+        text = f"{whole}.{frac}"
+    return text
+
+
+def money(
+    value: Decimal, currency: str | None, t: Translator | None = None, *, unit: str = ""
+) -> str:
+    """`$12.30`, `¥110.00`, `12.30 EUR`; currency unknown → bare number (or tokens/quota)."""
+    text = number(value)
+    sign = ""
+    if text.startswith("-"):
+        sign, text = "-", text[1:]
+    code = (currency or "").upper()
+    if code in SYMBOLS:
+        return f"{sign}{SYMBOLS[code]}{text}"
+    if code:
+        return f"{sign}{text} {html.escape(code)}"
+    t = t or translator("en")
+    if unit == "tokens":
+        return t(T_TOKENS, amount=sign + text)
+    if unit == "quota":
+        return t(T_QUOTA, amount=sign + text)
+    if unit:
+        return f"{sign}{html.escape(unit)}{text}"
+    return sign + text
+
+
+def result_unit(result: BalanceResult) -> str:
+    extras = result.extras
+    if result.currency:
+        return ""
+    symbol = extras.get("currency_symbol")
+    if isinstance(symbol, str) and symbol:
+        return symbol
+    unit = extras.get("unit")
+    return unit if unit in ("tokens", "quota") else ""
+
+
+# -- time ---------------------------------------------------------------------------------
+
+
+def age(when: datetime, now: datetime, t: Translator) -> str:
+    seconds = max(0, int((now - when).total_seconds()))
+    if seconds < 5:
+        return t(T_JUST_NOW)
+    if seconds < 60:
+        return t(T_SECONDS_AGO, n=seconds)
+    if seconds < 3600:
+        return t(T_MINUTES_AGO, n=seconds // 60)
+    if seconds < 86400:
+        return t(T_HOURS_AGO, n=seconds // 3600)
+    return t(T_DAYS_AGO, n=seconds // 86400)
+
+
+def days_left(expires_at: datetime, now: datetime, tz: ZoneInfo) -> int:
+    """Calendar days between today and the expiry date, both in the user's zone."""
+    return (expires_at.astimezone(tz).date() - now.astimezone(tz).date()).days
+
+
+def local_date(when: datetime, tz: ZoneInfo) -> str:
+    return when.astimezone(tz).strftime("%Y-%m-%d")
+
+
+def expiry(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) -> str:
+    """`expires 2026-12-06 · in 12 days`, `expired … · 3 days ago`, `no expiry`, or unknown."""
+    if result.expires_at is None:
+        return t(T_NO_EXPIRY) if result.never_expires else t(T_EXPIRY_UNKNOWN)
+    date = local_date(result.expires_at, tz)
+    days = days_left(result.expires_at, now, tz)
+    if result.expires_at <= now:
+        if days >= 0:
+            return t(T_EXPIRED_TODAY, date=date)
+        if days == -1:
+            return t(T_EXPIRED_YESTERDAY, date=date)
+        return t(T_EXPIRED_AGO, date=date, days=-days)
+    if days <= 0:
+        return t(T_EXPIRES_TODAY, date=date)
+    if days == 1:
+        return t(T_EXPIRES_TOMORROW, date=date)
+    return t(T_EXPIRES_IN, date=date, days=days)
+
+
+# -- one result ---------------------------------------------------------------------------
+
+
+def mark(result: BalanceResult, now: datetime) -> str:
+    """✅ ok, ⚠️ low, ⛔ exhausted/expired, ❔ no figures."""
+    if result.state in (KeyState.EXHAUSTED, KeyState.EXPIRED):
+        return BAD
+    if result.expires_at is not None and result.expires_at <= now:
+        return BAD
+    if result.kind is FigureKind.BALANCE:
+        if result.remaining is None and not result.unlimited:
+            return UNKNOWN
+        if result.remaining is not None and result.remaining <= 0:
+            return BAD
+        if (
+            result.remaining is not None
+            and result.total is not None
+            and result.total > 0
+            and result.remaining <= result.total * LOW_FRACTION
+        ):
+            return WARN
+    if result.expires_at is not None and (result.expires_at - now).days < SOON_DAYS:
+        return WARN
+    return OK
+
+
+def error_mark(kind: ErrorKind) -> str:
+    if kind in (ErrorKind.KEY_REJECTED, ErrorKind.UNREADABLE):
+        return BAD
+    if kind in (ErrorKind.WRONG_KEY_TYPE, ErrorKind.NO_BALANCE_API, ErrorKind.URL_REFUSED):
+        return UNKNOWN
+    return WARN
+
+
+def error_sentence(kind: ErrorKind, t: Translator) -> str:
+    return t(ERROR_SENTENCES.get(kind, ERROR_SENTENCES[ErrorKind.PROVIDER_ERROR]))
+
+
+def headline(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) -> str:
+    """The main figure: what is left, what was spent, or that the key merely works."""
+    unit = result_unit(result)
+    if result.kind is FigureKind.VALIDITY:
+        return t(T_VALID)
+    if result.kind is FigureKind.SPEND:
+        if result.used is None:
+            return t(T_NO_FIGURES)
+        amount = f"<b>{money(result.used, result.currency, t, unit=unit)}</b>"
+        start = result.period_start
+        if start is not None:
+            local = start.astimezone(tz)
+            this_month = now.astimezone(tz)
+            if (local.year, local.month, local.day) != (this_month.year, this_month.month, 1):
+                return t(T_SPENT_SINCE, amount=amount, date=local_date(start, tz))
+        return t(T_SPENT_MONTH, amount=amount)
+    if result.unlimited:
+        return f"<b>{t(T_UNLIMITED)}</b>"
+    if result.remaining is None:
+        return t(T_NO_FIGURES)
+    prefix = "≈" if result.estimate else ""
+    amount = f"<b>{prefix}{money(result.remaining, result.currency, t, unit=unit)}</b>"
+    return t(T_LEFT, amount=amount)
+
+
+def short_figure(result: BalanceResult, t: Translator) -> str:
+    """A one-phrase figure without markup, for "last known: …" and the /keys list."""
+    unit = result_unit(result)
+    if result.kind is FigureKind.VALIDITY:
+        return t(T_VALID)
+    if result.kind is FigureKind.SPEND:
+        if result.used is None:
+            return t(T_NO_FIGURES)
+        return t(T_SPENT_MONTH, amount=money(result.used, result.currency, t, unit=unit))
+    if result.unlimited:
+        return t(T_UNLIMITED)
+    if result.remaining is None:
+        return t(T_NO_FIGURES)
+    return ("≈" if result.estimate else "") + money(result.remaining, result.currency, t, unit=unit)
+
+
+def detail_lines(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) -> list[str]:
+    lines = [headline(result, now, tz, t)]
+    unit = result_unit(result)
+    if result.kind is FigureKind.BALANCE and result.used is not None:
+        used = money(result.used, result.currency, t, unit=unit)
+        if result.total is not None:
+            total = money(result.total, result.currency, t, unit=unit)
+            lines.append(t(T_USED_OF, used=used, total=total))
+        else:
+            lines.append(t(T_USED, used=used))
+    if result.kind is FigureKind.VALIDITY:
+        hint = VALIDITY_HINTS.get(result.provider, VALIDITY_HINT)
+        lines.append(f"<i>{t(hint)}</i>")
+    if result.state is KeyState.EXHAUSTED:
+        lines.append(t(T_EXHAUSTED))
+    elif result.state is KeyState.EXPIRED and result.expires_at is None:
+        lines.append(t(T_EXPIRED_STATE))
+    if result.expires_at is not None or result.never_expires:
+        lines.append(expiry(result, now, tz, t))
+    if result.estimate:
+        lines.append(f"<i>{t(T_ESTIMATE)}</i>")
+    return lines
+
+
+# -- one key ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """Who the text is for: translator, time zone, and "now" (fixed for tests)."""
+
+    t: Translator
+    tz: ZoneInfo
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def make(cls, lang: str, tz_name: str | None, now: datetime | None = None) -> View:
+        return cls(translator(lang), zone(tz_name), now or datetime.now(UTC))
+
+
+def title_line(status: str, label: str, provider_id: str) -> str:
+    return f"{status} <b>{html.escape(label)}</b> · {html.escape(provider_title(provider_id))}"
+
+
+def report_block(report: KeyReport, v: View) -> str:
+    """A few short lines for one key: title, figure(s), expiry or the failure."""
+    key = report.key
+    if report.result is not None:
+        result = report.result
+        lines = [title_line(mark(result, v.now), key.label, key.provider)]
+        lines += detail_lines(result, v.now, v.tz, v.t)
+        if not report.fresh and report.checked_at is not None:
+            lines.append(f"<i>{v.t(T_CHECKED, age=age(report.checked_at, v.now, v.t))}</i>")
+        return "\n".join(lines)
+    kind = report.error or ErrorKind.PROVIDER_ERROR
+    lines = [title_line(error_mark(kind), key.label, key.provider), error_sentence(kind, v.t)]
+    if report.last_known is not None and report.last_known_at is not None:
+        figure = short_figure(report.last_known, v.t)
+        lines.append(v.t(T_LAST_KNOWN, figure=figure, age=age(report.last_known_at, v.now, v.t)))
+    if not report.fresh and report.checked_at is not None:
+        lines.append(f"<i>{v.t(T_CHECKED, age=age(report.checked_at, v.now, v.t))}</i>")
+    return "\n".join(lines)
+
+
+def totals(reports: Iterable[KeyReport]) -> dict[str, Decimal]:
+    """Remaining per currency, over current BALANCE figures only: never mixes kinds or units."""
+    sums: dict[str, Decimal] = {}
+    for report in reports:
+        r = report.result
+        if (
+            r is None
+            or r.kind is not FigureKind.BALANCE
+            or r.remaining is None
+            or r.unlimited
+            or not r.currency
+        ):
+            continue
+        code = r.currency.upper()
+        sums[code] = sums.get(code, Decimal(0)) + r.remaining
+    return sums
+
+
+def pack(blocks: Sequence[str], limit: int = MAX_MESSAGE, sep: str = "\n\n") -> list[str]:
+    """Join blocks into as few messages as fit, splitting only between blocks."""
+    chunks: list[str] = []
+    current = ""
+    for block in blocks:
+        candidate = f"{current}{sep}{block}" if current else block
+        if visible_len(candidate) <= limit:
+            current = candidate
+            continue
+        chunks.append(current)
+        current = block
+    if current:
+        chunks.append(current)
+    return chunks
