@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
+import certifi
 import httpx
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
@@ -216,7 +217,7 @@ class ProviderHttpClient:
 def _make_client(
     options: HttpOptions, resolver_factory: type[AbstractResolver] | None, allow_private: bool
 ) -> httpx.AsyncClient:
-    ssl_context = ssl.create_default_context()
+    ssl_context = ssl.create_default_context(cafile=certifi.where())  # same CAs as httpx
 
     def session() -> aiohttp.ClientSession:
         # Built lazily, inside the running loop, on the first request.
