@@ -1,0 +1,155 @@
+"""Adding a key: the rules behind /add, shared by the guided and the one-line form.
+
+The plaintext key is only ever in memory (as `Secret`) for the duration of one update.
+If the dialogue needs one more answer after the key arrived (ambiguous provider, a
+relay without base URL, a rejected key awaiting "save anyway"), the key is sealed into
+the user's flow row by `FlowStore` — encrypted, bound to that flow instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import CheckOutcome, KeyRequest
+from bot.billing.service import BillingService
+from bot.secret import Secret
+from bot.services.flows import FlowStore
+from bot.services.keys import (
+    MAX_KEYS_PER_USER,
+    InvalidLabel,
+    KeyService,
+    KeyView,
+    LabelTaken,
+    TooManyKeys,
+)
+from bot.storage.repositories import KeyRepo
+
+KIND = "add"
+
+
+class Step(StrEnum):
+    """What the user's next answer in an /add flow is for."""
+
+    PROVIDER = "provider"  # press a provider button (guided start)
+    URL = "url"  # send the base URL
+    LABEL = "label"  # send a label or press Skip
+    KEY = "key"  # send the key
+    PICK = "pick"  # key sealed; press the provider it belongs to
+    CONFIRM = "confirm"  # key sealed, provider rejected it; save anyway?
+    DONE = "done"  # everything known: save now
+
+
+def next_step(data: Mapping[str, Any], has_key: bool, needs_url: Callable[[str], bool]) -> Step:
+    """The first missing piece, in the order the guided dialogue asks for them.
+
+    URL and label are asked *before* the key, so in the guided form the key is saved
+    the moment it arrives and never has to wait anywhere.
+    """
+    provider = data.get("provider")
+    if provider is None and not data.get("auto") and not has_key:
+        return Step.PROVIDER
+    if provider and needs_url(provider) and not data.get("url"):
+        return Step.URL
+    if not data.get("label_done") and not has_key:
+        return Step.LABEL
+    if not has_key:
+        return Step.KEY
+    if provider is None:
+        return Step.PICK
+    return Step.DONE
+
+
+class Status(StrEnum):
+    SAVED = "saved"
+    DUPLICATE = "duplicate"  # the same key is already stored (result.key is that one)
+    TOO_MANY = "too_many"
+    REJECTED = "rejected"  # the provider refused the key: ask before saving
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    status: Status
+    key: KeyView | None = None
+    check: CheckOutcome | None = None
+
+
+def is_rejected(outcome: CheckOutcome | None) -> bool:
+    error = outcome.error if outcome is not None else None
+    return isinstance(error, BillingError) and error.kind is ErrorKind.KEY_REJECTED
+
+
+class AddService:
+    def __init__(self, keys: KeyService, billing: BillingService, flows: FlowStore) -> None:
+        self.keys = keys
+        self.billing = billing
+        self.flows = flows
+
+    async def duplicate_of(self, owner_id: int, secret: Secret) -> KeyView | None:
+        async with self.keys.db.session() as s:
+            row = await KeyRepo(s).by_fingerprint(
+                owner_id, self.keys.vault.fingerprints(owner_id, secret)
+            )
+            return None if row is None else KeyView.of(row)
+
+    async def label_taken(self, owner_id: int, label: str) -> bool:
+        return await self.keys.find(owner_id, label) is not None
+
+    async def submit(
+        self,
+        owner_id: int,
+        secret: Secret,
+        provider: str,
+        *,
+        base_url: str | None,
+        label: str | None,
+        confirmed_rejected: bool = False,
+    ) -> AddResult:
+        """Check, then save. A key the provider rejects is saved only once confirmed.
+
+        Duplicates and the per-user limit are checked first, so neither costs a
+        request to the provider (security.md T13).
+        """
+        same = await self.duplicate_of(owner_id, secret)
+        if same is not None:
+            return AddResult(Status.DUPLICATE, same)
+        if len(await self.keys.list(owner_id)) >= MAX_KEYS_PER_USER:
+            return AddResult(Status.TOO_MANY)
+        outcome: CheckOutcome | None = None
+        options: dict[str, str] = {}
+        if confirmed_rejected:
+            options["rejected_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        else:
+            request = KeyRequest("new", provider, secret, base_url)
+            outcome = await self.billing.fetch(request, use_cache=False)
+            if is_rejected(outcome):
+                return AddResult(Status.REJECTED, check=outcome)
+        try:
+            added = await self._add(owner_id, secret, provider, base_url, label, options)
+        except TooManyKeys:
+            return AddResult(Status.TOO_MANY)
+        if added.duplicate:
+            return AddResult(Status.DUPLICATE, added.key)
+        return AddResult(Status.SAVED, added.key, outcome)
+
+    async def _add(
+        self,
+        owner_id: int,
+        secret: Secret,
+        provider: str,
+        base_url: str | None,
+        label: str | None,
+        options: Mapping[str, str],
+    ) -> Any:
+        try:
+            return await self.keys.add(
+                owner_id, secret, provider, base_url=base_url, label=label, options=options
+            )
+        except (LabelTaken, InvalidLabel):  # taken since it was asked: use the default
+            return await self.keys.add(
+                owner_id, secret, provider, base_url=base_url, label=None, options=options
+            )
