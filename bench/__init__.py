@@ -1,0 +1,1 @@
+"""Benchmarks for the balance bot: `balance-bot bench` or `python -m bench` (see PERFORMANCE.md)."""

@@ -1,0 +1,455 @@
+"""The measured phases. Each runs in a fresh spawned process (`run_isolated`), so its CPU
+time and RSS are its own, not the seeding's or another phase's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import resource
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from multiprocessing import get_context
+from typing import Any
+
+from bench.seed import BenchConfig, seed
+
+# -- process-level measurements -------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    """Current resident set size (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except OSError:
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_isolated(func: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run `func(*args)` in a new spawned process and return its result."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(func, *args).result()
+
+
+@dataclass
+class _Meter:
+    """Wall and process CPU time (all threads: aiosqlite and resolver threads count too)."""
+
+    wall0: float = 0.0
+    cpu0: float = 0.0
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def __enter__(self) -> _Meter:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+
+
+# -- seeding ----------------------------------------------------------------------------------
+
+
+def seed_phase(cfg: BenchConfig, n_keys: int, n_users: int, balance_users: int) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        from bot.services.masterkey import open_vault
+        from bot.storage.db import Database
+
+        db = Database(cfg.database_url)
+        try:
+            vault = await open_vault(cfg.settings(), db)  # migrates, stores the key check
+            with _Meter() as m:
+                total, extra = await seed(
+                    db, vault, cfg, n_keys=n_keys, n_users=n_users, balance_users=balance_users
+                )
+        finally:
+            await db.dispose()
+        return {"keys": total, "balance_users": extra, "seconds": round(m.wall, 2)}
+
+    return asyncio.run(go())
+
+
+# -- 1 + 4: sweep throughput and memory -------------------------------------------------------
+
+
+async def fetch_many_sweep(
+    services: Any, batch_size: int = 1000, inflight: int = 3
+) -> tuple[int, int]:
+    """Stand-in for the alert sweep: keyset-paged rows, decrypted, `fetch_many` per batch.
+
+    Up to `inflight` batches overlap so one slow key does not idle the rest. Returns
+    (checks, ok). No results are written: it is the sweep's network + decrypt core.
+    """
+    from bot.storage.repositories import KeyRepo
+
+    checked = ok = 0
+    pending: set[asyncio.Task[tuple[int, int]]] = set()
+
+    async def check(reqs: list[Any]) -> tuple[int, int]:
+        outcomes = await services.billing.fetch_many(reqs, use_cache=False)
+        return len(outcomes), sum(o.ok for o in outcomes)
+
+    def collect(done: set[asyncio.Task[tuple[int, int]]]) -> None:
+        nonlocal checked, ok
+        for task in done:
+            c, o = task.result()
+            checked += c
+            ok += o
+
+    after = ""
+    while True:
+        async with services.db.session() as s:
+            rows = await KeyRepo(s).all_batches(after, batch_size)
+        if not rows:
+            break
+        after = rows[-1].id
+        reqs = [r for r in map(services.keys.request_for, rows) if r is not None]
+        del rows
+        while len(pending) >= inflight:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            collect(done)
+        pending.add(asyncio.create_task(check(reqs)))
+    if pending:
+        done, _ = await asyncio.wait(pending)
+        collect(done)
+    return checked, ok
+
+
+def sweep_entry() -> tuple[str, Callable[[Any], Awaitable[tuple[int, int]]]]:
+    """The real alert sweep when the alerts service provides one, else the stand-in."""
+    return "BillingService.fetch_many core (stand-in: no alerts sweep yet)", fetch_many_sweep
+
+
+def sweep_phase(cfg: BenchConfig, sweeps: int, profile: str | None) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        from bot.app import build_services, close_services
+
+        services = await build_services(cfg.settings())
+        label, run = sweep_entry()
+        runs: list[dict[str, Any]] = []
+        try:
+            gc.collect()
+            rss_start = rss_mb()
+            for n in range(sweeps):
+                services.billing.clear_cache()
+                profiler = _profiler(profile) if n == 0 else None
+                with _Meter() as m:
+                    checks, ok = await run(services)
+                if profiler is not None:
+                    profiler.stop()
+                    _save_profile(profiler, profile)
+                gc.collect()
+                runs.append(
+                    {
+                        "checks": checks,
+                        "ok": ok,
+                        "wall_s": round(m.wall, 3),
+                        "cpu_s": round(m.cpu, 3),
+                        "checks_per_s": round(checks / m.wall, 1) if m.wall else 0.0,
+                        "cpu_ms_per_check": round(1000 * m.cpu / checks, 4) if checks else 0.0,
+                        "rss_mb": round(rss_mb(), 1),
+                    }
+                )
+        finally:
+            await close_services(services)
+        return {
+            "method": label,
+            "rss_mb_before": round(rss_start, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "runs": runs,
+        }
+
+    return asyncio.run(go())
+
+
+def _profiler(path: str | None) -> Any:
+    if not path:
+        return None
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler.start()
+    return profiler
+
+
+def _save_profile(profiler: Any, path: str | None) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(profiler.output_text(unicode=False, show_all=False))
+
+
+# -- baseline: one key at a time, two blocking requests ---------------------------------------
+
+
+def baseline_phase(cfg: BenchConfig, n_keys: int) -> dict[str, Any]:
+    """The original method: for each relay key, subscription then usage, blocking, in turn."""
+    import httpx
+
+    async def load() -> list[tuple[str, Any]]:
+        from sqlalchemy import select
+
+        from bot.app import build_services, close_services
+        from bot.storage.models import ApiKey
+
+        services = await build_services(cfg.settings())
+        try:
+            async with services.db.session() as s:
+                stmt = select(ApiKey).where(ApiKey.provider == "relay").limit(n_keys)
+                rows = (await s.scalars(stmt)).all()
+            reqs = [services.keys.request_for(r) for r in rows]
+            return [(r.base_url, r.secret) for r in reqs if r is not None]
+        finally:
+            await close_services(services)
+
+    keys = asyncio.run(load())
+    today = date.today()
+    window = {"start_date": (today - timedelta(days=99)).isoformat(), "end_date": today.isoformat()}
+    ok = 0
+    with httpx.Client(timeout=10.0, trust_env=False) as client, _Meter() as m:
+        for base_url, secret in keys:
+            headers = {"Authorization": f"Bearer {secret.reveal()}"}
+            sub = client.get(f"{base_url}/v1/dashboard/billing/subscription", headers=headers)
+            usage = client.get(
+                f"{base_url}/v1/dashboard/billing/usage", headers=headers, params=window
+            )
+            if sub.status_code == 200 and usage.status_code == 200:
+                total = Decimal(str(sub.json()["hard_limit_usd"]))
+                used = Decimal(str(usage.json()["total_usage"])) / 100
+                ok += total - used >= 0 or True
+    n = len(keys)
+    return {
+        "method": "sequential, blocking httpx.Client, subscription + usage per key",
+        "checks": n,
+        "ok": ok,
+        "wall_s": round(m.wall, 3),
+        "checks_per_s": round(n / m.wall, 2) if m.wall else 0.0,
+        "cpu_ms_per_check": round(1000 * m.cpu / n, 3) if n else 0.0,
+    }
+
+
+# -- the fake Bot API control client -----------------------------------------------------------
+
+
+class TgControl:
+    def __init__(self, api_root: str) -> None:
+        import aiohttp
+
+        self._root = api_root
+        self._session = aiohttp.ClientSession()
+
+    async def call(self, action: str, **body: Any) -> Any:
+        async with self._session.post(f"{self._root}/_ctl/{action}", json=body) as resp:
+            return await resp.json()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+# -- 2: /balance latency through the real Application -----------------------------------------
+
+
+async def _start_app(settings: Any, services: Any) -> Any:
+    from telegram import Update
+
+    from bot.app import build_application
+
+    app = build_application(settings, services)
+    await app.initialize()
+    if app.post_init:
+        await app.post_init(app)
+    assert app.updater is not None
+    await app.updater.start_polling(timeout=5, poll_interval=0, allowed_updates=Update.ALL_TYPES)
+    await app.start()
+    return app
+
+
+async def _stop_app(app: Any) -> None:
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+    if app.running:
+        await app.stop()
+    await app.shutdown()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
+
+
+def balance_phase(cfg: BenchConfig, users: list[int], warmup: int) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        from bot.app import build_services, close_services
+
+        settings = cfg.settings()
+        services = await build_services(settings)
+        tg = TgControl(cfg.telegram_api_url)
+        app = await _start_app(settings, services)
+        latencies: list[float] = []
+        failures = 0
+        try:
+            for i, uid in enumerate(users):
+                services.billing.clear_cache()
+                sent = await tg.call("message", user_id=uid, text="/balance")
+                reply = None
+                deadline = time.monotonic() + 30
+                after = sent["t"]
+                while reply is None and time.monotonic() < deadline:
+                    got = await tg.call("events", chat_id=uid, after=after, wait=10)
+                    for event in got["events"]:
+                        after = max(after, event["t"])
+                        if not event["text"].startswith("⏳"):
+                            reply = event
+                            break
+                if reply is None or "Balances" not in reply["text"]:
+                    failures += 1
+                    continue
+                if i >= warmup:
+                    latencies.append(reply["t"] - sent["t"])
+        finally:
+            await _stop_app(app)
+            await tg.close()
+            await close_services(services)
+        if not latencies:
+            return {"runs": 0, "failures": failures}
+        ms = [1000 * x for x in latencies]
+        lat_ms = 1000 * cfg.latency
+        p50, p95 = _pct(ms, 50), _pct(ms, 95)
+        return {
+            "method": "real Application, /balance injected via getUpdates, 10 keys in parallel",
+            "keys_per_user": 10,
+            "runs": len(ms),
+            "failures": failures,
+            "p50_ms": round(p50, 1),
+            "p95_ms": round(p95, 1),
+            "max_ms": round(max(ms), 1),
+            "provider_latency_ms": lat_ms,
+            "p50_overhead_ms": round(p50 - lat_ms, 1),
+            "p95_overhead_ms": round(p95 - lat_ms, 1),
+        }
+
+    return asyncio.run(go())
+
+
+# -- 3: alert delivery under Telegram's flood limits ------------------------------------------
+
+
+def alerts_phase(cfg: BenchConfig, n_alerts: int) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        from bot.app import build_application, build_services, close_services
+
+        settings = cfg.settings()
+        services = await build_services(settings)
+        tg = TgControl(cfg.telegram_api_url)
+        app = build_application(settings, services)
+        await app.initialize()
+        errors = 0
+        try:
+            await tg.call("limits", enforce=True)
+            await tg.call("reset")
+            base = 5_000_000_000
+            with _Meter() as m:
+                results = await asyncio.gather(
+                    *(
+                        app.bot.send_message(base + i, f"⚠️ Low balance: key {i} has 1.00 USD left")
+                        for i in range(n_alerts)
+                    ),
+                    return_exceptions=True,
+                )
+            errors = sum(isinstance(r, BaseException) for r in results)
+            stats = await tg.call("stats")
+        finally:
+            await tg.call("limits", enforce=False)
+            await app.shutdown()
+            await tg.close()
+            await close_services(services)
+        sends = int(stats["sends"])
+        span = (stats["last_send"] or 0) - (stats["first_send"] or 0)
+        return {
+            "method": "PTB bot + AIORateLimiter, one message per chat (stand-in: no outbox yet)",
+            "alerts": n_alerts,
+            "delivered": sends,
+            "errors": errors,
+            "distinct_chats": stats["distinct_chats"],
+            "wall_s": round(m.wall, 2),
+            "msgs_per_s": round(sends / m.wall, 2) if m.wall else 0.0,
+            "msgs_per_s_steady": round((sends - 1) / span, 2) if span > 0 else 0.0,
+            "count_429": int(stats["count_429"]),
+            "cpu_ms_per_msg": round(1000 * m.cpu / max(sends, 1), 3),
+        }
+
+    return asyncio.run(go())
+
+
+# -- httpx transports -------------------------------------------------------------------------
+
+
+def transport_phase(kind: str, url: str, requests: int, concurrency: int) -> dict[str, Any]:
+    """`requests` GETs through `ProviderHttpClient` over the default httpx or aiohttp transport."""
+
+    async def go() -> dict[str, Any]:
+        import httpx
+
+        from bot.billing.http import USER_AGENT, HttpClients, HttpOptions, ProviderHttpClient
+
+        options = HttpOptions(connection_limit=max(concurrency, 100))
+        clients: HttpClients | None = None
+        raw: httpx.AsyncClient | None = None
+        if kind == "aiohttp":
+            clients = HttpClients(options)
+            client = clients.trusted
+        else:
+            limits = httpx.Limits(max_connections=options.connection_limit)
+            raw = httpx.AsyncClient(
+                limits=limits, trust_env=False, timeout=30.0, headers={"User-Agent": USER_AGENT}
+            )
+            client = ProviderHttpClient(raw, options)
+        sem = asyncio.Semaphore(concurrency)
+        headers = {"Authorization": "Bearer sk-bench-transport"}
+        statuses: dict[int, int] = {}
+
+        async def one() -> None:
+            async with sem:
+                reply = await client.get(f"{url}/user/balance", headers=headers)
+                json.loads(reply.body)
+                statuses[reply.status] = statuses.get(reply.status, 0) + 1
+
+        try:
+            await asyncio.gather(*(one() for _ in range(concurrency)))  # warm the pool
+            statuses.clear()
+            with _Meter() as m:
+                await asyncio.gather(*(one() for _ in range(requests)))
+        finally:
+            if clients is not None:
+                await clients.aclose()
+            if raw is not None:
+                await raw.aclose()
+        return {
+            "requests": requests,
+            "concurrency": concurrency,
+            "ok": statuses.get(200, 0),
+            "wall_s": round(m.wall, 3),
+            "requests_per_s": round(requests / m.wall, 1),
+            "cpu_ms_per_request": round(1000 * m.cpu / requests, 3),
+        }
+
+    return asyncio.run(go())
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
