@@ -364,8 +364,9 @@ def totals(reports: Iterable[KeyReport]) -> dict[str, Decimal]:
     return sums
 
 
-def pack(blocks: Sequence[str], limit: int = MAX_MESSAGE, sep: str = "\n\n") -> list[str]:
+def pack(blocks: Sequence[str], limit: int | None = None, sep: str = "\n\n") -> list[str]:
     """Join blocks into as few messages as fit, splitting only between blocks."""
+    limit = limit or MAX_MESSAGE
     chunks: list[str] = []
     current = ""
     for block in blocks:
