@@ -128,8 +128,11 @@ def number(value: Decimal) -> str:
 def money(
     value: Decimal, currency: str | None, t: Translator | None = None, *, unit: str = ""
 ) -> str:
-    """`$12.30`, `¥110.00`, `12.30 EUR`; currency unknown → bare number (or tokens/quota)."""
-    text = number(value)
+    """`$12.30`, `¥110.00`, `12.30 EUR`; currency unknown → bare number (or tokens/quota).
+
+    HTML-safe: the result goes straight into parse_mode=HTML text.
+    """
+    text = html.escape(number(value))
     sign = ""
     if text.startswith("-"):
         sign, text = "-", text[1:]

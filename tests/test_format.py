@@ -1,0 +1,176 @@
+"""Unit tests for the shared balance formatting: money, dates in a zone, errors, packing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from bot.billing.errors import ErrorKind
+from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.handlers import format as fmt
+from bot.i18n import translator
+from bot.services.balances import KeyReport
+from bot.services.keys import KeyView
+
+EN, ZH = translator("en"), translator("zh")
+NOW = datetime(2026, 11, 23, 20, 30, tzinfo=UTC)  # 04:30 on the 24th in Shanghai
+
+
+@pytest.mark.parametrize(
+    ("value", "currency", "text"),
+    [
+        ("12.3", "USD", "$12.30"),
+        ("110", "CNY", "¥110.00"),
+        ("1234567.891", "USD", "$1,234,567.89"),
+        ("12.30", "EUR", "12.30 EUR"),
+        ("0.02469", "USD", "$0.025"),
+        ("0.5", "USD", "$0.50"),
+        ("0.000123", "USD", "$0.00012"),
+        ("0.0000001", "USD", "$&lt;0.000001"),
+        ("0", "CNY", "¥0.00"),
+        ("-1.25", "CNY", "-¥1.25"),
+        ("4.887614", "USD", "$4.89"),
+        ("5", None, "5.00"),
+        ("1", "<x>", "1.00 &lt;X&gt;"),
+    ],
+)
+def test_money(value: str, currency: str | None, text: str) -> None:
+    assert fmt.money(Decimal(value), currency) == text
+
+
+def test_money_units_without_currency() -> None:
+    assert fmt.money(Decimal("987655"), None, EN, unit="tokens") == "987,655.00 tokens"
+    assert fmt.money(Decimal("3"), None, EN, unit="€") == "€3.00"
+
+
+def result(**kw) -> BalanceResult:  # type: ignore[no-untyped-def]
+    kw.setdefault("kind", FigureKind.BALANCE)
+    return BalanceResult(provider=kw.pop("provider", "relay"), **kw)
+
+
+@pytest.mark.parametrize(
+    ("expires", "tz", "text"),
+    [
+        (NOW + timedelta(days=12), "UTC", "expires 2026-12-05 · in 12 days"),
+        (NOW + timedelta(hours=2), "UTC", "expires 2026-11-23 · today"),
+        (NOW + timedelta(hours=5), "UTC", "expires 2026-11-24 · tomorrow"),
+        # Same instant, other zone: in Shanghai it is already the 24th.
+        (NOW + timedelta(hours=5), "Asia/Shanghai", "expires 2026-11-24 · today"),
+        (NOW - timedelta(days=3), "UTC", "expired 2026-11-20 · 3 days ago"),
+        (NOW - timedelta(days=1), "UTC", "expired 2026-11-22 · yesterday"),
+        (NOW - timedelta(hours=1), "UTC", "expired 2026-11-23 · today"),
+    ],
+)
+def test_expiry_in_the_users_zone(expires: datetime, tz: str, text: str) -> None:
+    assert fmt.expiry(result(expires_at=expires), NOW, fmt.zone(tz), EN) == text
+
+
+def test_expiry_none_and_unknown() -> None:
+    assert fmt.expiry(result(never_expires=True), NOW, fmt.zone("UTC"), EN) == "no expiry"
+    assert fmt.expiry(result(), NOW, fmt.zone("UTC"), EN) == "expiry unknown"
+    assert fmt.zone("Not/AZone").key == "UTC"
+    assert fmt.expiry(result(never_expires=True), NOW, fmt.zone("UTC"), ZH) == "永不过期"
+
+
+def test_days_left_counts_calendar_days() -> None:
+    tz = fmt.zone("America/New_York")
+    assert fmt.days_left(NOW + timedelta(days=12), NOW, tz) == 12
+    assert fmt.days_left(NOW - timedelta(days=3), NOW, tz) == -3
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(2, "just now"), (42, "42 s ago"), (600, "10 min ago"), (7300, "2 h ago"), (90000, "1 d ago")],
+)
+def test_age(seconds: int, text: str) -> None:
+    assert fmt.age(NOW - timedelta(seconds=seconds), NOW, EN) == text
+
+
+def test_every_error_kind_has_one_sentence_in_both_languages() -> None:
+    for kind in ErrorKind:
+        en, zh = fmt.error_sentence(kind, EN), fmt.error_sentence(kind, ZH)
+        assert en.endswith(".") and en.count(". ") == 0, kind
+        assert zh != en, kind
+    assert (
+        fmt.error_sentence(ErrorKind.UNREADABLE, EN) == "Can't decrypt this key, please re-add it."
+    )
+    sentences = {fmt.error_sentence(k, EN) for k in ErrorKind}
+    assert len(sentences) == len(ErrorKind)
+
+
+def test_marks() -> None:
+    assert fmt.mark(result(remaining=Decimal(5), currency="USD"), NOW) == fmt.OK
+    low = result(remaining=Decimal(1), total=Decimal(100), currency="USD")
+    assert fmt.mark(low, NOW) == fmt.WARN
+    assert fmt.mark(result(remaining=Decimal(0), state=KeyState.EXHAUSTED), NOW) == fmt.BAD
+    assert (
+        fmt.mark(result(expires_at=NOW - timedelta(days=1), remaining=Decimal(3)), NOW) == fmt.BAD
+    )
+    assert fmt.mark(result(), NOW) == fmt.UNKNOWN  # balance kind without a figure
+    assert fmt.mark(result(unlimited=True), NOW) == fmt.OK
+    assert fmt.error_mark(ErrorKind.KEY_REJECTED) == fmt.BAD
+    assert fmt.error_mark(ErrorKind.NETWORK) == fmt.WARN
+    assert fmt.error_mark(ErrorKind.NO_BALANCE_API) == fmt.UNKNOWN
+
+
+def test_spend_is_spent_never_left() -> None:
+    spend = result(provider="anthropic-admin", kind=FigureKind.SPEND, used=Decimal("11.24"),
+                   currency="USD", period_start=datetime(2026, 11, 1, tzinfo=UTC))  # fmt: skip
+    line = fmt.headline(spend, NOW, fmt.zone("UTC"), EN)
+    assert line == "<b>$11.24</b> spent this month"
+    assert "left" not in line
+    since = result(kind=FigureKind.SPEND, used=Decimal(3), currency="USD",
+                   period_start=datetime(2026, 11, 10, tzinfo=UTC))  # fmt: skip
+    assert fmt.headline(since, NOW, fmt.zone("UTC"), EN) == "<b>$3.00</b> spent since 2026-11-10"
+
+
+def test_validity_and_unlimited_and_missing_figure() -> None:
+    tz = fmt.zone("UTC")
+    validity = result(provider="openai", kind=FigureKind.VALIDITY)
+    lines = fmt.detail_lines(validity, NOW, tz, EN)
+    assert lines[0] == "valid — no balance API" and len(lines) == 2
+    assert fmt.headline(result(unlimited=True, used=Decimal(3)), NOW, tz, EN) == "<b>unlimited</b>"
+    assert fmt.headline(result(currency="USD"), NOW, tz, EN) == "no figures from the provider"
+
+
+def key(label: str = "k") -> KeyView:
+    return KeyView(
+        id="id1", owner_id=1, label=label, provider="deepseek", base_url=None, hint="sk-…abcd"
+    )
+
+
+def test_report_block_escapes_and_shows_last_known() -> None:
+    view = fmt.View(EN, fmt.zone("UTC"), NOW)
+    last = result(provider="deepseek", remaining=Decimal("12.3"), currency="CNY")
+    report = KeyReport(key("<b>&</b>"), error=ErrorKind.NETWORK, last_known=last,
+                       last_known_at=NOW - timedelta(hours=2))  # fmt: skip
+    text = fmt.report_block(report, view)
+    assert text.splitlines() == [
+        "⚠️ <b>&lt;b&gt;&amp;&lt;/b&gt;</b> · DeepSeek",
+        "Couldn't reach the provider (timeout or connection error).",
+        "last known: ¥12.30, 2 h ago",
+    ]
+
+
+def test_totals_never_mix_currencies_or_kinds() -> None:
+    reports = [
+        KeyReport(key(), result=result(remaining=Decimal("1.5"), currency="USD")),
+        KeyReport(key(), result=result(remaining=Decimal("2"), currency="usd")),
+        KeyReport(key(), result=result(remaining=Decimal("10"), currency="CNY")),
+        KeyReport(key(), result=result(kind=FigureKind.SPEND, used=Decimal(50), currency="USD")),
+        KeyReport(key(), result=result(unlimited=True, currency="USD")),
+        KeyReport(key(), result=result(remaining=Decimal(7))),  # no currency: not summable
+        KeyReport(key(), error=ErrorKind.NETWORK,
+                  last_known=result(remaining=Decimal(99), currency="USD")),
+    ]  # fmt: skip
+    assert fmt.totals(reports) == {"USD": Decimal("3.5"), "CNY": Decimal("10")}
+
+
+def test_pack_splits_only_between_blocks() -> None:
+    blocks = [f"<b>{i}</b> " + "x" * 90 for i in range(10)]
+    chunks = fmt.pack(blocks, limit=250)
+    assert all(fmt.visible_len(c) <= 250 for c in chunks)
+    assert "\n\n".join(chunks) == "\n\n".join(blocks)
+    assert fmt.visible_len("<b>&lt;</b>🚀") == 3  # "<" plus a surrogate pair
