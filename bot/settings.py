@@ -151,5 +151,7 @@ def _describe(exc: ValidationError) -> str:
     name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
     msg = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
-    shown = "" if "token" in name.lower() or "key" in name.lower() else f" (got {value!r})"
+    # A model-level error's input is every setting, secrets included: never echo it.
+    secret = not err["loc"] or any(w in name.lower() for w in ("token", "key", "secret"))
+    shown = "" if secret else f" (got {value!r})"
     return f"{name} is invalid: {msg}{shown}; fix it in .env or the environment"
