@@ -153,11 +153,25 @@ def test_secrets_from_files(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("var", ["TELEGRAM_BOT_TOKEN_FILE", "ENCRYPTION_KEY_FILE"])
-def test_unreadable_secret_file_names_the_variable(
+def test_unreadable_secret_file_names_the_variable_and_no_secret(
     env: pytest.MonkeyPatch, tmp_path: Path, var: str
 ) -> None:
-    message = config_error(env, **{var: str(tmp_path / "nope")})
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    others = {"ENCRYPTION_KEY": key} if var.startswith("TELEGRAM") else {}
+    others |= {"TELEGRAM_BOT_TOKEN": TEST_TOKEN} if var.startswith("ENCRYPTION") else {}
+    others |= {"WEBHOOK_SECRET": "hook-secret-value-123"}
+    message = config_error(env, **{var: str(tmp_path / "nope")}, **others)
     assert var in message
+    for value in others.values():  # regression: the whole input used to be echoed
+        assert value not in message
+
+
+def test_cli_unreadable_secret_file_echoes_no_secret(tmp_path: Path) -> None:
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    env = clean_env(ENCRYPTION_KEY=key, TELEGRAM_BOT_TOKEN_FILE=str(tmp_path / "missing"))
+    result = run_cli("migrate", cwd=tmp_path, env=env, timeout=60)
+    assert_one_line_naming(result, "TELEGRAM_BOT_TOKEN_FILE")
+    assert key not in result.stderr + result.stdout
 
 
 def test_empty_encryption_key_means_unset(env: pytest.MonkeyPatch) -> None:

@@ -107,8 +107,14 @@ async def test_the_21st_key_is_refused(opened: Opened) -> None:
     with pytest.raises(TooManyKeys):
         await ks.add(1, new_key(), "deepseek")
     assert len(await ks.list(1)) == MAX_KEYS_PER_USER == 20
-    # another user is not affected, and a duplicate of a stored key is still recognised
+    # a stored key pasted again is still recognised rather than refused
+    [(view, req)] = await ks.requests(1, [(await ks.list(1))[0].id])
+    assert req is not None
+    again = await ks.add(1, req.secret, "deepseek")
+    assert again.duplicate is True and again.key.id == view.id
+    # another user is not affected
     assert (await ks.add(2, new_key(), "deepseek")).duplicate is False
+    assert len(await ks.list(1)) == 20
 
 
 @pytest.mark.parametrize(
