@@ -1,0 +1,140 @@
+"""BalanceService and key_status / balance_snapshots, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.billing.errors import ErrorKind
+from bot.billing.models import FigureKind
+from bot.billing.service import BillingService
+from bot.secret import Secret
+from bot.services.balances import (
+    BalanceService,
+    ManualCheckLimiter,
+    result_from_json,
+    result_to_json,
+)
+from bot.services.keys import KeyService
+from bot.services.masterkey import open_vault
+from bot.storage.db import Database
+from bot.storage.models import BalanceSnapshot, KeyStatus
+from tests.e2e.harness import provider_overrides
+from tests.fakes.provider_server import FakeProviderServer, Reply
+
+OK = {"is_available": True, "balance_infos": [{"currency": "CNY", "total_balance": "12.30"}]}
+
+
+@dataclass
+class Env:
+    db: Database
+    keys: KeyService
+    billing: BillingService
+    balances: BalanceService
+    providers: FakeProviderServer
+
+
+@pytest.fixture
+async def env(make_settings, database_url: str) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
+    providers = await FakeProviderServer().start()
+    settings = make_settings(
+        database_url=database_url, provider_base_urls=provider_overrides(providers.url)
+    )
+    db = Database(database_url)
+    try:
+        keys = KeyService(db, await open_vault(settings, db))
+        async with BillingService(settings) as billing:
+            yield Env(db, keys, billing, BalanceService(db, keys, billing), providers)
+    finally:
+        await db.dispose()
+        await providers.stop()
+
+
+async def count(db: Database, model: type) -> int:
+    async with db.session() as s:
+        return int(await s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_success_then_failure_keeps_last_known(env: Env) -> None:
+    env.providers.script("/user/balance", [Reply(200, json=OK), Reply(500, json={})])
+    added = await env.keys.add(1, Secret("sk-deepseek0123456789abcdef"), "deepseek", label="ds")
+    [first] = await env.balances.check_user(1)
+    assert first.ok and first.result is not None and first.result.remaining == Decimal("12.30")
+    env.billing.clear_cache()
+    [second] = await env.balances.check_user(1)
+    assert second.error is ErrorKind.PROVIDER_ERROR
+    assert second.last_known is not None and second.last_known.remaining == Decimal("12.30")
+    assert second.last_known_at == first.result.fetched_at
+    status = (await env.balances.statuses(1))[added.key.id]
+    assert status.failing and status.consecutive_failures == 1
+    assert status.last_error_kind is ErrorKind.PROVIDER_ERROR
+    assert await count(env.db, BalanceSnapshot) == 1
+    async with env.db.session() as s:
+        snap = await s.scalar(select(BalanceSnapshot))
+        assert snap is not None and snap.remaining == "12.30" and snap.currency == "CNY"
+
+
+async def test_cached_reading_adds_no_second_snapshot(env: Env) -> None:
+    env.providers.reply("/user/balance", json=OK)
+    await env.keys.add(1, Secret("sk-deepseek0123456789abcdef"), "deepseek", label="ds")
+    await env.balances.check_user(1)
+    [again] = await env.balances.check_user(1)
+    assert again.from_cache
+    assert env.providers.count("/user/balance") == 1
+    assert await count(env.db, BalanceSnapshot) == 1
+
+
+async def test_scoped_by_owner_and_labels(env: Env) -> None:
+    env.providers.reply("/user/balance", json=OK)
+    a = await env.keys.add(1, Secret("sk-deepseek0123456789abcdef"), "deepseek", label="a")
+    await env.keys.add(1, Secret("sk-deepseek0123456789abcdeX"), "deepseek", label="b")
+    assert await env.balances.check_key(2, a.key.id) is None  # someone else's key id
+    assert [r.key.label for r in await env.balances.check_user(1, ["b"])] == ["b"]
+    assert await env.balances.statuses(2) == {}
+
+
+async def test_limit_serves_stored_results_without_requests(env: Env) -> None:
+    env.balances.limiter = ManualCheckLimiter(limit=2)
+    env.providers.reply("/user/balance", json=OK)
+    await env.keys.add(1, Secret("sk-deepseek0123456789abcdef"), "deepseek", label="ds")
+    await env.keys.add(1, Secret("sk-moonshot0123456789abcdefgh"), "moonshot", label="new")
+    for _ in range(2):
+        env.billing.clear_cache()
+        await env.balances.check_user(1, ["ds"])
+    before = len(env.providers.requests)
+    reports = await env.balances.check_user(1)
+    assert len(env.providers.requests) == before
+    ds, new = reports
+    assert not ds.fresh and ds.result is not None and ds.result.remaining == Decimal("12.30")
+    assert not new.fresh and new.error is ErrorKind.RATE_LIMITED  # never checked: no guess
+    assert (await env.balances.check_user(1, manual=False))[0].fresh  # scheduler: no limit
+
+
+async def test_status_and_snapshots_go_with_the_key(env: Env) -> None:
+    env.providers.reply("/user/balance", json=OK)
+    added = await env.keys.add(1, Secret("sk-deepseek0123456789abcdef"), "deepseek", label="ds")
+    await env.balances.check_user(1)
+    assert await count(env.db, KeyStatus) == 1
+    assert await env.keys.delete(1, added.key.id)
+    assert await count(env.db, KeyStatus) == 0
+    assert await count(env.db, BalanceSnapshot) == 0
+
+
+def test_result_json_round_trip_is_exact() -> None:
+    from datetime import UTC, datetime
+
+    from bot.billing.models import BalanceResult, KeyState
+
+    original = BalanceResult(
+        provider="relay", kind=FigureKind.BALANCE, currency="USD",
+        remaining=Decimal("4.887614"), total=Decimal("5.00004"), used=Decimal("0.112426"),
+        expires_at=datetime(2027, 1, 1, tzinfo=UTC), state=KeyState.OK,
+        extras={"plan": "Explore", "n": 3},
+    )  # fmt: skip
+    back = result_from_json(result_to_json(original))
+    assert back == original
+    assert result_from_json({"provider": "x", "kind": "nonsense"}) is None
