@@ -53,7 +53,7 @@ FORGET_CANCELLED = N_("Nothing was deleted.")
 
 LANG_PROMPT = N_("Choose your language:")
 LANG_USAGE = N_("Send <code>/lang en</code> or <code>/lang zh</code>.")
-LANG_SET = N_("Language set to English.")
+LANG_SET = N_("From now on I'll reply in English.")
 
 TZ_CURRENT = N_(
     "Your time zone is <b>{zone}</b> (local time {now}). "

@@ -46,9 +46,9 @@ def script_relay(bot: RunningBot) -> None:
     bot.providers.reply("/v1/dashboard/billing/usage", json={"object": "list", "total_usage": 80})
 
 
-async def reply(bot: RunningBot, user: FakeUser, timeout: float = 5.0) -> BotMessage:
+async def reply(bot: RunningBot, user: FakeUser | int) -> BotMessage:
     """The next *new* message (keyboard removals after a press are edits, skipped)."""
-    return await bot.tg.wait_for_reply(user, timeout, predicate=lambda m: not m.edited)
+    return await bot.tg.wait_for_reply(user, predicate=lambda m: not m.edited)
 
 
 async def press(bot: RunningBot, user: FakeUser, msg: BotMessage, text: str) -> str:
@@ -67,15 +67,17 @@ async def flow_row(bot: RunningBot, user_id: int) -> FlowRow | None:
         return await s.get(FlowRow, user_id)
 
 
+def _read_db_files(path: Path) -> bytes:
+    files = (Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm"))
+    return b"".join(f.read_bytes() for f in files if f.exists())
+
+
 async def db_bytes(bot: RunningBot) -> bytes:
+    """The raw SQLite main file, WAL and shared memory, after a checkpoint."""
     await bot.services.db.checkpoint()
     path = sqlite_path(bot.settings.database_url)
     assert path is not None
-    return b"".join(
-        Path(f"{path}{suffix}").read_bytes()
-        for suffix in ("", "-wal", "-shm")
-        if Path(f"{path}{suffix}").exists()
-    )
+    return _read_db_files(path)
 
 
 async def assert_nowhere(bot: RunningBot, secret: str) -> None:
