@@ -276,6 +276,49 @@ async def test_first_run_with_encryption_key_writes_no_file(
     assert (await start(settings)).active_kid == vault.active_kid
 
 
+async def test_upgrade_from_the_first_schema_checks_the_key_before_migrating(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    from alembic import command
+
+    from bot.storage import migrate
+    from bot.storage.repositories import MetaRepo
+
+    def to_0001(connection: object) -> None:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+
+    right = make_settings(database_url=database_url, encryption_key=b64key())
+    vault = KeyVault(from_env_key(right.encryption_key.get_secret_value()))  # type: ignore[union-attr]
+    db = Database(database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(to_0001)
+        async with db.session() as s:
+            await MetaRepo(s).set(KEYCHECK, vault.make_keycheck())
+        value = f"sk-OLD-{secrets.token_hex(16)}"
+        await KeyService(db, vault).add(1, Secret(value), "deepseek")
+    finally:
+        await db.dispose()
+
+    wrong = make_settings(database_url=database_url, encryption_key=b64key())
+    before = await snapshot(database_url)
+    with pytest.raises(StartupRefused, match="does not match"):
+        await start(wrong)
+    assert await snapshot(database_url) == before  # not even migrated
+
+    db = Database(database_url)
+    try:
+        assert not await migrate.is_current(db)
+        opened = await open_vault(right, db)
+        assert await migrate.is_current(db)
+        [(_, req)] = await KeyService(db, opened).requests(1)
+        assert req is not None and req.secret.reveal() == value
+    finally:
+        await db.dispose()
+
+
 # -- end to end: python -m bot migrate ---------------------------------------------------------
 
 
