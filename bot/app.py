@@ -90,7 +90,9 @@ class PerUserUpdateProcessor(BaseUpdateProcessor):
 
 async def build_services(settings: Settings) -> Services:
     from bot.billing.service import BillingService
+    from bot.services.alerts import AlertService
     from bot.services.balances import BalanceService
+    from bot.services.outbox import OutboxService
 
     db = Database(settings.database_url)
     try:
@@ -100,13 +102,20 @@ async def build_services(settings: Settings) -> Services:
         raise
     billing = BillingService(settings, on_check=metrics.observe_check)
     keys = KeyService(db, vault)
+    balances = BalanceService(db, keys, billing)
+    outbox = OutboxService(db)
+    alerts = AlertService(
+        db, keys, billing, outbox, interval=settings.alert_interval_seconds, record=balances.record
+    )
     return Services(
         settings=settings,
         db=db,
         keys=keys,
         users=UserService(db),
         billing=billing,
-        balances=BalanceService(db, keys, billing),
+        balances=balances,
+        alerts=alerts,
+        outbox=outbox,
     )
 
 
@@ -132,6 +141,9 @@ async def post_init(app: BotApp) -> None:
     if app.bot_data.services is None:
         app.bot_data.services = await build_services(settings)
     await set_commands(app)
+    from bot.handlers import alerts as alert_jobs
+
+    alert_jobs.schedule(app)
     log.info("bot @%s ready", app.bot.username)
 
 

@@ -15,8 +15,10 @@ from bot.i18n import Translator, translator
 
 if TYPE_CHECKING:
     from bot.billing.service import BillingService
+    from bot.services.alerts import AlertService
     from bot.services.balances import BalanceService
     from bot.services.keys import KeyService
+    from bot.services.outbox import OutboxService
     from bot.services.users import UserService
     from bot.settings import Settings
     from bot.storage.db import Database
@@ -30,6 +32,8 @@ class Services:
     users: UserService
     billing: BillingService
     balances: BalanceService
+    alerts: AlertService | None = None
+    outbox: OutboxService | None = None
 
 
 class BotData:

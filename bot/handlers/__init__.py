@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.handlers import account, add, balance, errors, fallback, guard, keys, start
+from bot.handlers import account, add, alerts, balance, errors, fallback, guard, keys, start
 
-FEATURES = (start, balance, keys, add, account, fallback)  # fallback stays last
+FEATURES = (start, balance, keys, add, account, alerts, fallback)  # fallback stays last
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

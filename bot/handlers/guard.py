@@ -40,6 +40,9 @@ async def guard(update: Update, context: BotContext) -> None:
         stored = profile.language
         context.timezone = profile.timezone
     context.lang = resolve_language(stored, user.language_code)
+    alerts = context.services.alerts
+    if alerts is not None and chat is not None and chat.type == ChatType.PRIVATE:
+        await alerts.seen(user.id, context.lang)  # resumes alerts paused by a 403
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

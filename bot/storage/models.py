@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -140,3 +141,78 @@ class BalanceSnapshot(Base):
     remaining: Mapped[str | None] = mapped_column(String(48))
     total: Mapped[str | None] = mapped_column(String(48))
     used: Mapped[str | None] = mapped_column(String(48))
+
+
+# -- alerts (migration 0004) ------------------------------------------------------------
+
+
+class AlertPrefs(Base):
+    """Per-user alert delivery: instant and/or daily digest; paused while the bot is blocked."""
+
+    __tablename__ = "alert_prefs"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    instant: Mapped[bool] = mapped_column(Boolean, default=True)
+    digest: Mapped[bool] = mapped_column(Boolean, default=False)
+    digest_hour: Mapped[int] = mapped_column(Integer, default=9)  # local time
+    digest_last: Mapped[str | None] = mapped_column(String(10))  # local date of the last digest
+    lang: Mapped[str | None] = mapped_column(String(8))  # language seen last: alerts render in it
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # 403: bot blocked
+
+
+class AlertState(Base):
+    """Per-key alert settings, the event state machine's memory, and the sweep's lease."""
+
+    __tablename__ = "alert_state"
+    __table_args__ = (Index("ix_alert_state_due", "next_check_at"),)
+
+    key_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    thresholds: Mapped[list[str]] = mapped_column(JSON, default=list)  # "50", "20%"
+    expiry_on: Mapped[bool] = mapped_column(Boolean, default=True)
+    revoked_on: Mapped[bool] = mapped_column(Boolean, default=True)
+    forecast_on: Mapped[bool] = mapped_column(Boolean, default=True)
+    muted_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    memory: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # see services/alerts.py
+    last: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last figure, for the digest
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_check_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(40))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AlertOutbox(Base):
+    """One notification to deliver, written in the same transaction as the event it reports."""
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (
+        UniqueConstraint("idem_key", name="uq_alert_outbox_idem_key"),
+        Index("ix_alert_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    idem_key: Mapped[str] = mapped_column(String(160))
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    key_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # no secrets, ever
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(40))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
