@@ -422,11 +422,13 @@ async def one_line(
     t = context.t
     billing = context.services.billing
     raw_key, label, provider, url = parse_one_line(args)
-    try:
-        secret = clean_key(raw_key)
-    except InvalidKey:
-        await say(context, user_id, t(NOT_A_KEY), notes=notes)
-        return
+    secret: Secret | None = None
+    if raw_key:  # `/add provider=ID` alone: the guided dialogue, provider preset
+        try:
+            secret = clean_key(raw_key)
+        except InvalidKey:
+            await say(context, user_id, t(NOT_A_KEY), notes=notes)
+            return
     if provider is not None:
         try:
             billing.provider(provider)
@@ -449,7 +451,8 @@ async def one_line(
             await say(context, user_id, f"{problem} {t(RESEND)}", notes=notes)
             return
         label = clean_label(label)
-    data: dict[str, Any] = {"provider": provider, "url": url, "label": label, "label_done": True}
+    data: dict[str, Any] = {"provider": provider, "url": url, "label": label}
+    data["label_done"] = label is not None or secret is not None
     store = flow_store(context)
     await advance(context, user_id, data, store.new_nonce(), secret=secret, notes=notes)
 

@@ -436,3 +436,53 @@ async def test_labels_render_literally(make_settings) -> None:
         listing = await reply(bot, ann)
         assert "<b>x</b>-&-<i>y</i>" in listing.text and "🔑✨-keys" in listing.text
         assert bot.tg.errors == []
+
+
+async def test_one_line_options_without_key_start_the_guided_dialogue(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        bot.providers.reply("/user/balance", json=DEEPSEEK_OK)
+        ann = bot.tg.user(1001, "Ann")
+        await bot.tg.send(ann, "/add provider=deepseek")
+        await press(bot, ann, await reply(bot, ann), "Skip")
+        await reply(bot, ann)
+        key = canary()
+        await bot.tg.send(ann, key)
+        assert "Saved deepseek" in (await reply(bot, ann)).text
+        await assert_nowhere(bot, key)
+
+
+async def test_key_pasted_instead_of_a_label_is_taken_as_the_key(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        bot.providers.reply("/user/balance", json=DEEPSEEK_OK)
+        ann = bot.tg.user(1001, "Ann")
+        await bot.tg.send(ann, "/add")
+        await press(bot, ann, await reply(bot, ann), "DeepSeek")
+        await reply(bot, ann)
+        key = canary()
+        mid = await bot.tg.send(ann, key)
+        assert "Saved deepseek" in (await reply(bot, ann)).text
+        assert deletions_of(bot, ann.id, mid) == 1
+        [row] = await stored_keys(bot, ann.id)
+        assert row.label == "deepseek"
+        await assert_nowhere(bot, key)
+
+
+async def test_sealed_flow_and_forget_on_both_backends(make_settings, database_url: str) -> None:
+    """The flows table, sealing and /forget's cleanup on SQLite and PostgreSQL."""
+    async with running_bot(make_settings, database_url=database_url) as bot:
+        bot.providers.reply("/user/balance", json=DEEPSEEK_OK)
+        ann = bot.tg.user(1001, "Ann")
+        key = canary()
+        await bot.tg.send(ann, f"/add {key} home")
+        pick = await reply(bot, ann)
+        row = await flow_row(bot, ann.id)
+        assert row is not None and row.sealed is not None
+        assert key.encode() not in bytes(row.sealed)
+        await press(bot, ann, pick, "DeepSeek")
+        assert "Saved home" in (await reply(bot, ann)).text
+        await bot.tg.send(ann, "/forget")
+        ask = await reply(bot, ann)
+        await bot.tg.press(ann, ask.message_id, button_data(ask, "Delete everything"))
+        done = await bot.tg.wait_for_reply(ann, predicate=lambda m: m.edited)
+        assert "Deleted 1 key(s)" in done.text
+        assert await stored_keys(bot, ann.id) == []
