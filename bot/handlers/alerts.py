@@ -46,7 +46,6 @@ FLAGS = N_("expiry {expiry} · revoked key {revoked} · runs-out forecast {forec
 MUTED_UNTIL = N_("🔕 muted until {when}")
 LAST_FIGURE = N_("last reading: {figure}, {when}")
 DELIVERY = N_("Delivery: instant alerts {instant} · daily digest {digest}")
-PAUSED = N_("⏸ Alerts are paused: the bot could not reach you. They resume now that you wrote.")
 USAGE = N_(
     "<code>/alerts LABEL 50</code> — alert below 50 (the key's currency)\n"
     "<code>/alerts LABEL 50 20 5</code> — a ladder, each step alerts once\n"
