@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -339,7 +340,7 @@ async def test_cli_rotation_flow(
     [new] = set(ring_of(settings).keys) - {old}
     keys("activate", new)
     assert ring_of(settings).active == new
-    assert "rewrap" in keys("retire", old, code=78)
+    assert stat.S_IMODE(settings.keyring_path.stat().st_mode) == 0o600
     keys("rewrap", "--batch", "2")
     db = Database(database_url)
     try:

@@ -398,11 +398,15 @@ def test_cli_invalid_encryption_key_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "keyring.json").exists()
 
 
-def test_cli_ring_file_0644_is_refused(tmp_path: Path) -> None:
-    env = clean_env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/data/bot.db")
-    assert run_cli("migrate", cwd=tmp_path, env=env).returncode == 0
+async def test_cli_ring_file_0644_is_refused(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()  # SQLite under tmp_path/data, ring at tmp_path/data/keyring.json
+    await start(settings)
     path = tmp_path / "data" / "keyring.json"
+    assert settings.keyring_path.resolve() == path.resolve()
     os.chmod(path, 0o644)
+    env = clean_env(DATABASE_URL=settings.database_url)
     result = run_cli("migrate", cwd=tmp_path, env=env)
     assert result.returncode == 78
     assert "chmod 600" in result.stderr
