@@ -319,7 +319,11 @@ def _overview(views: list[KeyAlerts], prefs: Prefs, t: Translator, tz: str) -> s
 
 def _overview_markup(views: list[KeyAlerts], t: Translator) -> InlineKeyboardMarkup | None:
     rows = [
-        [InlineKeyboardButton(f"⚙️ {v.label}", callback_data=callbacks.encode(PREFIX, "key", v.id))]
+        [
+            InlineKeyboardButton(
+                f"⚙️ {v.label}", callback_data=callbacks.encode(PREFIX, "key", v.key_id)
+            )
+        ]
         for v in views
     ]
     return InlineKeyboardMarkup(rows) if rows else None

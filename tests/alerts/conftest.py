@@ -3,7 +3,8 @@ whose balances the test changes between sweeps, and a fake clock."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -127,3 +128,12 @@ async def rig(make_settings: Callable[..., Settings], database_url: str) -> Asyn
         await billing.aclose()
         await db.dispose()
         await providers.stop()
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    """Poll a database condition (the fake Telegram's own waits cover its side)."""
+    for _ in range(int(seconds / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {seconds}s")
