@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     install_redaction()
+    settings: Settings | None = None
     try:
         settings = load_settings(args.env_file)
         setup_logging(settings.log_level, settings.log_format)
@@ -171,6 +172,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        print(
+            f"balance-bot: cannot use the database at DATABASE_URL ({_safe_url(settings)}): "
+            f"{type(exc).__name__}; check that the server is running and the URL, user "
+            "and password are right",
+            file=sys.stderr,
+        )
+        return 69  # EX_UNAVAILABLE
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, (DBAPIError, InterfaceError, OperationalError, ConnectionError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return True  # connection refused, unknown host, ...
+    return type(exc).__module__.split(".")[0] in ("asyncpg", "aiosqlite", "sqlite3")
+
+
+def _safe_url(settings: Settings | None) -> str:
+    from sqlalchemy.engine import make_url
+
+    if settings is None:
+        return "?"
+    try:
+        return make_url(settings.database_url).render_as_string(hide_password=True)
+    except Exception:
+        return "unparseable"
 
 
 if __name__ == "__main__":
