@@ -1,0 +1,55 @@
+"""1,000 users whose keys all cross at once: every alert arrives, within Telegram's limits."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import update
+
+from bot.secret import Secret
+from bot.storage.models import AlertState
+from tests.alerts.conftest import Balances
+from tests.e2e.harness import running_bot
+from tests.fakes.telegram_api import FakeTelegram
+
+USERS = 1000
+
+
+@pytest.mark.slow
+async def test_thousand_users_within_limits(make_settings) -> None:
+    tg = await FakeTelegram(enforce_limits=True).start()
+    try:
+        async with running_bot(make_settings, tg=tg, alert_interval_seconds=3600) as bot:
+            alerts, outbox = bot.services.alerts, bot.services.outbox
+            assert alerts is not None and outbox is not None
+            outbox.send_rate = 28.0  # below Telegram's ~30/s, leaving room for replies
+            balances = Balances()
+            balances.install(bot.providers)
+            for i in range(USERS):
+                user = tg.user(10_000 + i, started=True)
+                secret = f"sk-load{i:020d}"
+                await bot.services.keys.add(user.id, Secret(secret), "deepseek", label="k")
+                balances.amounts[secret] = "10"
+            await alerts.ensure_rows()
+            async with bot.services.db.session() as s:
+                await s.execute(update(AlertState).values(thresholds=["50"]))
+            started = time.monotonic()
+            stats = await alerts.sweep()
+            assert stats.checked == USERS and stats.events == USERS
+
+            def all_sent() -> bool | None:
+                return len(tg.send_log) >= USERS or None
+
+            await tg.wait_until(all_sent, 90, lambda: f"{len(tg.send_log)} sent")
+            elapsed = time.monotonic() - started
+            chats = [chat for _, chat in tg.send_log]
+            assert len(chats) == len(set(chats)) == USERS  # each user once
+            assert tg.count_429 == 0
+            assert max(tg.sends_per_second.values()) <= 30
+            first, last = tg.send_log[0][0], tg.send_log[-1][0]
+            rate = (USERS - 1) / (last - first)
+            print(f"\n1000 alerts: sweep+delivery {elapsed:.1f}s, delivery rate {rate:.1f} msg/s")
+            assert rate > 20
+    finally:
+        await tg.stop()
