@@ -35,6 +35,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--baseline-keys", type=int, default=None, help="keys for the baseline (50)")
     p.add_argument("--relay-sites", type=int, default=100, help="distinct relay hosts (100)")
     p.add_argument("--sweeps", type=int, default=3, help="sweeps for the memory check (3)")
+    p.add_argument(
+        "--sweep-batch",
+        type=int,
+        default=None,
+        help="override AlertService.batch_size (experiment; default: the app's)",
+    )
+    p.add_argument("--no-core", action="store_true",
+                   help="skip the fetch_many-only pass before the real sweep")  # fmt: skip
     p.add_argument("--alerts", type=int, default=None, help="alerts to deliver (1000)")
     p.add_argument("--balance-runs", type=int, default=None, help="/balance runs (40)")
     p.add_argument("--transport-requests", type=int, default=None, help="per transport (2000)")
@@ -95,6 +103,7 @@ def machine(database: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "database": database,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -179,6 +188,15 @@ def render(res: dict[str, Any]) -> str:
     sweep = res.get("sweep")
     if sweep:
         rows.append(("sweep method", sweep["method"]))
+        core = sweep.get("core")
+        if core:
+            rows.append(
+                (
+                    f"sweep core only (fetch_many, no DB writes): {core['checks']} checks",
+                    f"{core['wall_s']:.2f} s, {core['checks_per_s']:.0f} checks/s, "
+                    f"{core['cpu_ms_per_check']:.3f} ms CPU/check",
+                )
+            )
         for i, run in enumerate(sweep["runs"], 1):
             rows.append(
                 (
@@ -270,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             "keys": args.keys, "users": args.users, "latency_ms": args.latency_ms,
             "relay_sites": args.relay_sites, "baseline_keys": args.baseline_keys,
             "sweeps": args.sweeps, "alerts": args.alerts, "balance_runs": args.balance_runs,
-            "quick": args.quick, "skip": sorted(skip),
+            "quick": args.quick, "skip": sorted(skip), "sweep_batch": args.sweep_batch,
             "key_mix": "40% deepseek, 20% moonshot (1 request), 40% relay (3 requests)",
         }  # fmt: skip
         providers = ProviderServer(latency, args.relay_sites)
@@ -294,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             if not {"sweep", "memory"} <= skip:
                 sweeps = 1 if "memory" in skip else args.sweeps
                 print(f"sweep × {sweeps}…", file=sys.stderr)
-                res["sweep"] = run_isolated(sweep_phase, cfg, sweeps, args.profile)
+                res["sweep"] = run_isolated(
+                    sweep_phase, cfg, sweeps, args.profile, args.sweep_batch, not args.no_core
+                )
                 if "memory" not in skip:
                     runs = res["sweep"]["runs"]
                     res["memory"] = {

@@ -151,16 +151,27 @@ def sweep_entry(services: Any) -> tuple[str, Callable[[int], Awaitable[tuple[int
     return label, real
 
 
-def sweep_phase(cfg: BenchConfig, sweeps: int, profile: str | None) -> dict[str, Any]:
+def sweep_phase(
+    cfg: BenchConfig, sweeps: int, profile: str | None, batch_size: int | None, core: bool
+) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         from bot.app import build_services, close_services
 
         services = await build_services(cfg.settings())
         label, run = sweep_entry(services)
         runs: list[dict[str, Any]] = []
+        core_run: dict[str, Any] | None = None
         try:
             if getattr(services, "alerts", None) is not None:
                 await services.alerts.ensure_rows()  # one-off insert, not part of a sweep
+                if batch_size:
+                    services.alerts.batch_size = batch_size
+                    label = label.replace("batch_size=50", f"batch_size={batch_size}")
+                if core:  # the network + decrypt part alone, to locate the cost
+                    with _Meter() as m:
+                        checks, ok = await fetch_many_sweep(services)
+                    core_run = _run_figures(checks, ok, m)
+                    services.billing.clear_cache()
             gc.collect()
             rss_start = rss_mb()
             for n in range(sweeps):
@@ -172,27 +183,30 @@ def sweep_phase(cfg: BenchConfig, sweeps: int, profile: str | None) -> dict[str,
                     profiler.stop()
                     _save_profile(profiler, profile)
                 gc.collect()
-                runs.append(
-                    {
-                        "checks": checks,
-                        "ok": ok,
-                        "wall_s": round(m.wall, 3),
-                        "cpu_s": round(m.cpu, 3),
-                        "checks_per_s": round(checks / m.wall, 1) if m.wall else 0.0,
-                        "cpu_ms_per_check": round(1000 * m.cpu / checks, 4) if checks else 0.0,
-                        "rss_mb": round(rss_mb(), 1),
-                    }
-                )
+                runs.append(_run_figures(checks, ok, m))
         finally:
             await close_services(services)
         return {
             "method": label,
+            "core": core_run,
             "rss_mb_before": round(rss_start, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "runs": runs,
         }
 
     return asyncio.run(go())
+
+
+def _run_figures(checks: int, ok: int, m: _Meter) -> dict[str, Any]:
+    return {
+        "checks": checks,
+        "ok": ok,
+        "wall_s": round(m.wall, 3),
+        "cpu_s": round(m.cpu, 3),
+        "checks_per_s": round(checks / m.wall, 1) if m.wall else 0.0,
+        "cpu_ms_per_check": round(1000 * m.cpu / checks, 4) if checks else 0.0,
+        "rss_mb": round(rss_mb(), 1),
+    }
 
 
 def _profiler(path: str | None) -> Any:
