@@ -202,7 +202,8 @@ def render(res: dict[str, Any]) -> str:
                 (
                     f"sweep {i}: {run['checks']} checks ({run['ok']} ok)",
                     f"{run['wall_s']:.2f} s, {run['checks_per_s']:.0f} checks/s, "
-                    f"{run['cpu_ms_per_check']:.3f} ms CPU/check, RSS {run['rss_mb']:.0f} MB",
+                    f"{run['cpu_ms_per_check']:.3f} ms CPU/check, RSS {run['rss_mb']:.0f} MB, "
+                    f"{run.get('db_statements_per_check', 0):.1f} SQL statements/check",
                 )
             )
         rows.append(("sweep peak RSS", f"{sweep['peak_rss_mb']:.0f} MB"))

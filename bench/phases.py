@@ -155,10 +155,18 @@ def sweep_phase(
     cfg: BenchConfig, sweeps: int, profile: str | None, batch_size: int | None, core: bool
 ) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
+        from sqlalchemy import event
+
         from bot.app import build_services, close_services
 
         services = await build_services(cfg.settings())
         label, run = sweep_entry(services)
+        statements = [0]
+
+        def count(*_: Any) -> None:
+            statements[0] += 1
+
+        event.listen(services.db.engine.sync_engine, "before_cursor_execute", count)
         runs: list[dict[str, Any]] = []
         core_run: dict[str, Any] | None = None
         try:
@@ -172,6 +180,7 @@ def sweep_phase(
                         checks, ok = await fetch_many_sweep(services)
                     core_run = _run_figures(checks, ok, m)
                     services.billing.clear_cache()
+            statements[0] = 0
             gc.collect()
             rss_start = rss_mb()
             for n in range(sweeps):
@@ -184,6 +193,8 @@ def sweep_phase(
                     _save_profile(profiler, profile)
                 gc.collect()
                 runs.append(_run_figures(checks, ok, m))
+                runs[-1]["db_statements_per_check"] = round(statements[0] / max(checks, 1), 2)
+                statements[0] = 0
         finally:
             await close_services(services)
         return {
