@@ -41,6 +41,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=None,
         help="override AlertService.batch_size (experiment; default: the app's)",
     )
+    p.add_argument(
+        "--send-rate",
+        type=float,
+        default=None,
+        help="override OutboxService.send_rate (experiment; default: the app's)",
+    )
     p.add_argument("--no-core", action="store_true",
                    help="skip the fetch_many-only pass before the real sweep")  # fmt: skip
     p.add_argument("--alerts", type=int, default=None, help="alerts to deliver (1000)")
@@ -290,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             "relay_sites": args.relay_sites, "baseline_keys": args.baseline_keys,
             "sweeps": args.sweeps, "alerts": args.alerts, "balance_runs": args.balance_runs,
             "quick": args.quick, "skip": sorted(skip), "sweep_batch": args.sweep_batch,
+            "send_rate": args.send_rate,
             "key_mix": "40% deepseek, 20% moonshot (1 request), 40% relay (3 requests)",
         }  # fmt: skip
         providers = ProviderServer(latency, args.relay_sites)
@@ -336,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 res["balance"] = run_isolated(balance_phase, cfg, users, warm)
             if "alerts" not in skip:
                 print(f"alert delivery × {args.alerts}…", file=sys.stderr)
-                res["alerts"] = run_isolated(alerts_phase, cfg, args.alerts)
+                res["alerts"] = run_isolated(alerts_phase, cfg, args.alerts, args.send_rate)
             if "transport" not in skip:
                 print("httpx transports…", file=sys.stderr)
                 res["transports"] = {

@@ -448,7 +448,7 @@ async def _direct_delivery(app: Any, n_alerts: int) -> tuple[str, int, int]:
     return label, n_alerts - errors, errors
 
 
-def alerts_phase(cfg: BenchConfig, n_alerts: int) -> dict[str, Any]:
+def alerts_phase(cfg: BenchConfig, n_alerts: int, send_rate: float | None = None) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         from bot.app import build_application, build_services, close_services
 
@@ -457,6 +457,8 @@ def alerts_phase(cfg: BenchConfig, n_alerts: int) -> dict[str, Any]:
         tg = TgControl(cfg.telegram_api_url)
         app = build_application(settings, services)
         await app.initialize()  # no post_init: no scheduled jobs, the sender is driven here
+        if send_rate and getattr(services, "outbox", None) is not None:
+            services.outbox.send_rate = send_rate
         try:
             await tg.call("limits", enforce=True)
             await tg.call("reset")
