@@ -544,10 +544,7 @@ async def _check(update: Update, context: BotContext, view: KeyAlerts, *, topped
     body = fmt.report_block(report, fmt.View.make(context.lang, context.timezone))
     text = f"{t(TOPPED_UP)}\n{body}" if topped_up else body
     await context.bot.send_message(user.id, text)
-    # An event from this check (e.g. "recovered") is in the outbox: deliver it now.
-    sender = _SENDERS.get(id(context.application))
-    if sender is not None:
-        context.application.create_task(sender.run(context))
+    _kick(context)  # an event from this check (e.g. "recovered") is in the outbox
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -654,9 +651,15 @@ async def sweep_job(context: BotContext) -> None:
         return
     stats = await services.alerts.sweep()
     if stats.events:
-        sender = _SENDERS.get(id(context.application))
-        if sender is not None:
-            await sender.run(context)
+        log.info("alerts sweep: %d keys checked, %d events", stats.checked, stats.events)
+        _kick(context)
+
+
+def _kick(context: BotContext) -> None:
+    """Deliver new outbox rows now, without making the sweep wait for the sends."""
+    sender = _SENDERS.get(id(context.application))
+    if sender is not None:
+        context.application.create_task(sender.run(context))
 
 
 async def digest_job(context: BotContext) -> None:
@@ -664,9 +667,7 @@ async def digest_job(context: BotContext) -> None:
     if services is None or services.alerts is None:
         return
     if await services.alerts.enqueue_digests():
-        sender = _SENDERS.get(id(context.application))
-        if sender is not None:
-            await sender.run(context)
+        _kick(context)
 
 
 def schedule(app: Application) -> None:  # type: ignore[type-arg]

@@ -560,14 +560,18 @@ class AlertService:
         return len(values)
 
     async def claim(
-        self, now: datetime, limit: int, key_ids: Sequence[str] | None = None
+        self,
+        now: datetime,
+        limit: int,
+        key_ids: Sequence[str] | None = None,
+        due_by: datetime | None = None,
     ) -> list[str]:
         """Lease due keys: SKIP LOCKED on PostgreSQL, a compare-and-set UPDATE on both."""
         t = AlertState.__table__
         lease_free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
         due = select(t.c.key_id).where(lease_free)
         if key_ids is None:
-            due = due.where(t.c.next_check_at <= now).order_by(t.c.next_check_at)
+            due = due.where(t.c.next_check_at <= (due_by or now)).order_by(t.c.next_check_at)
         else:
             due = due.where(t.c.key_id.in_(list(key_ids)))
         due = due.limit(limit).with_for_update(skip_locked=True)
@@ -583,15 +587,18 @@ class AlertService:
     async def sweep(
         self, now: datetime | None = None, *, max_batches: int | None = None
     ) -> SweepStats:
-        """Check every due key, batch by batch, until none is due. Never runs twice at once."""
+        """Check every key due at the start, batch by batch. Never runs twice at once.
+
+        Keys that fall due while it runs wait for the next sweep, so a sweep always ends;
+        nothing is lost when a tick is skipped, because "due" lives in the database.
+        """
         stats = SweepStats()
         async with self._lock:
             fixed = now
             start = now or self.clock()
             await self.ensure_rows(start)
             while max_batches is None or stats.batches < max_batches:
-                at = fixed or self.clock()
-                ids = await self.claim(at, self.batch_size)
+                ids = await self.claim(fixed or self.clock(), self.batch_size, due_by=start)
                 if not ids:
                     break
                 stats.batches += 1
