@@ -17,10 +17,12 @@ from telegram.ext import (
     BaseUpdateProcessor,
     ContextTypes,
     Defaults,
+    JobQueue,
 )
 
 from bot import handlers, metrics
 from bot.context import BotContext, BotData, Services
+from bot.handlers import alerts as alert_jobs
 from bot.i18n import LANGUAGES, N_, translator
 from bot.secret import register_static
 from bot.services.keys import KeyService
@@ -88,6 +90,19 @@ class PerUserUpdateProcessor(BaseUpdateProcessor):
         pass
 
 
+class BotJobQueue(JobQueue):  # type: ignore[type-arg]
+    """Tells long jobs that shutdown has begun before waiting for them to end.
+
+    PTB's JobQueue.stop(wait=True) waits for running jobs; a sweep stuck on slow
+    providers would hold shutdown up. Told first, it finishes or hands back its leases
+    within a bounded grace period.
+    """
+
+    async def stop(self, wait: bool = True) -> None:
+        alert_jobs.stop(self.application)
+        await super().stop(wait=wait)
+
+
 async def build_services(settings: Settings) -> Services:
     from bot.billing.service import BillingService
     from bot.services.alerts import AlertService
@@ -141,8 +156,6 @@ async def post_init(app: BotApp) -> None:
     if app.bot_data.services is None:
         app.bot_data.services = await build_services(settings)
     await set_commands(app)
-    from bot.handlers import alerts as alert_jobs
-
     alert_jobs.schedule(app)
     log.info("bot @%s ready", app.bot.username)
 
@@ -179,6 +192,7 @@ def build_application(
         )
         .rate_limiter(AIORateLimiter(max_retries=3))
         .concurrent_updates(PerUserUpdateProcessor())
+        .job_queue(BotJobQueue())
         .post_init(post_init)
         .post_shutdown(post_shutdown)
         .build()

@@ -22,6 +22,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
+from bot import metrics
 from bot.billing.errors import BillingError, ErrorKind
 from bot.context import BotContext
 from bot.handlers import callbacks
@@ -577,6 +578,7 @@ class Sender:
     _last: dict[int, float] = field(default_factory=dict)
     _pacer: Pacer | None = None
     delivered: int = 0
+    stopping: bool = False  # shutdown: finish the sends under way, start no more
 
     async def run(self, context: BotContext) -> None:
         if self._lock.locked():
@@ -584,7 +586,7 @@ class Sender:
         async with self._lock:
             if self._pacer is None or self._pacer.rate != self.outbox.send_rate:
                 self._pacer = Pacer(self.outbox.send_rate)
-            while True:
+            while not self.stopping:
                 items = await self.outbox.claim(self.batch)
                 if not items:
                     return
@@ -595,6 +597,9 @@ class Sender:
         slots = asyncio.Semaphore(self.concurrency)
         tasks: list[asyncio.Task[None]] = []
         for item in items:
+            if self.stopping:  # hand the rest back: the next process sends them
+                await self.outbox.retry_at(item.id, datetime.now(UTC), count=False)
+                continue
             now = time.monotonic()
             ready = self._last.get(item.user_id, 0.0) + self.per_chat_gap
             if ready > now:  # one message per chat per second
@@ -619,23 +624,29 @@ class Sender:
             wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
             await self.outbox.retry_at(item.id, datetime.now(UTC) + timedelta(seconds=seconds))
+            metrics.alert("failed")
         except Forbidden:
             log.info("user %s blocked the bot: alerts paused", item.user_id)
             await self.outbox.pause_user(item.user_id, item.id)
+            metrics.alert("dropped")
         except BadRequest as exc:  # before NetworkError: BadRequest is a subclass
             log.warning("alert %s for user %s refused: %s", item.id, item.user_id, exc.message)
             await self.outbox.fail(item.id)
+            metrics.alert("dropped")
         except (NetworkError, TelegramError, Exception) as exc:
             if item.attempts >= MAX_ATTEMPTS:
                 log.error("alert %s for user %s dropped after retries", item.id, item.user_id)
                 await self.outbox.fail(item.id)
+                metrics.alert("dropped")
             else:
                 backoff = min(300.0, 2.0 ** min(item.attempts, 9) / 2)
                 log.info("alert %s: %s, retry in %.0f s", item.id, type(exc).__name__, backoff)
+                metrics.alert("failed")
                 await self.outbox.retry_at(item.id, datetime.now(UTC) + timedelta(seconds=backoff))
         else:
             await self.outbox.mark_sent(item.id)
             self.delivered += 1
+            metrics.alert("sent")
         finally:
             slots.release()
 
@@ -649,8 +660,11 @@ async def sweep_job(context: BotContext) -> None:
     services = context.bot_data.services
     if services is None or services.alerts is None:
         return
+    started = time.monotonic()
     stats = await services.alerts.sweep()
+    metrics.sweep_finished(time.monotonic() - started, time.time())
     if stats.events:
+        metrics.alert("queued", stats.events)
         log.info("alerts sweep: %d keys checked, %d events", stats.checked, stats.events)
         _kick(context)
 
@@ -694,6 +708,16 @@ def schedule(app: Application) -> None:  # type: ignore[type-arg]
 
 def sender_for(app: Application) -> Sender | None:  # type: ignore[type-arg]
     return _SENDERS.get(id(app))
+
+
+def stop(app: Application) -> None:  # type: ignore[type-arg]
+    """Shutdown begins: the sweep and the sender finish what is under way, then stop."""
+    services = app.bot_data.services
+    if services is not None and services.alerts is not None:
+        services.alerts.request_stop()
+    sender = _SENDERS.get(id(app))
+    if sender is not None:
+        sender.stopping = True
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

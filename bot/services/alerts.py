@@ -340,6 +340,7 @@ class SweepStats:
     events: int = 0
     lost_leases: int = 0
     batches: int = 0
+    interrupted: bool = False  # stopped for shutdown; unchecked keys' leases handed back
 
 
 class _LostLease(Exception):
@@ -381,6 +382,22 @@ class AlertService:
         self.record = record  # BalanceService.record: key_status + snapshots
         self._lock = asyncio.Lock()
         self._last_prune: datetime | None = None
+        self._stopping = asyncio.Event()
+        self.stop_grace = 10.0  # seconds in-flight checks may take once shutdown begins
+
+    def request_stop(self) -> None:
+        """Shutdown: finish (or abandon) the current batch, claim no more."""
+        self._stopping.set()
+
+    async def release(self, key_ids: Sequence[str]) -> None:
+        """Hand leases back so another replica (or the restarted process) checks at once."""
+        t = AlertState.__table__
+        async with self.db.session() as s:
+            await s.execute(
+                update(t)
+                .where(t.c.key_id.in_(list(key_ids)), t.c.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
 
     # -- settings ---------------------------------------------------------------------
 
@@ -598,11 +615,16 @@ class AlertService:
             start = now or self.clock()
             await self.ensure_rows(start)
             while max_batches is None or stats.batches < max_batches:
+                if self._stopping.is_set():
+                    stats.interrupted = True
+                    break
                 ids = await self.claim(fixed or self.clock(), self.batch_size, due_by=start)
                 if not ids:
                     break
                 stats.batches += 1
-                await self._run_batch(ids, fixed, stats)
+                if await self._run_batch(ids, fixed, stats) is None:
+                    stats.interrupted = True
+                    break
                 if len(ids) < self.batch_size:
                     break
             if self._last_prune is None or start - self._last_prune >= PRUNE_EVERY:
@@ -627,18 +649,41 @@ class AlertService:
             return None
         stats = SweepStats()
         outcomes = await self._run_batch([key_id], None, stats)
-        return outcomes[0] if outcomes else None
+        return outcomes[0] if outcomes else None  # None also when shutting down
+
+    async def _fetch_or_stop(
+        self, ids: Sequence[str], readable: list[Any]
+    ) -> list[CheckOutcome] | None:
+        """fetch_many, unless shutdown begins and the checks outlast the grace period."""
+        fetch = asyncio.ensure_future(self.billing.fetch_many(readable, use_cache=False))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not fetch.done():
+                await asyncio.wait({fetch}, timeout=self.stop_grace)
+            if fetch.done():
+                return fetch.result()
+        finally:
+            stop.cancel()
+        fetch.cancel()
+        await asyncio.gather(fetch, return_exceptions=True)
+        await self.release(ids)
+        log.info("shutdown: %d keys left unchecked, leases handed back", len(ids))
+        return None
 
     async def _run_batch(
         self, ids: Sequence[str], fixed: datetime | None, stats: SweepStats
-    ) -> list[CheckOutcome]:
+    ) -> list[CheckOutcome] | None:
         async with self.db.session() as s:
             rows = (await s.scalars(select(ApiKey).where(ApiKey.id.in_(list(ids))))).all()
         owners = {r.id: r.owner_id for r in rows}
         # Decrypt just in time; the plaintext lives only in this list, for this call.
         requests = [(r, self.keys.request_for(r)) for r in rows]
         readable = [req for _, req in requests if req is not None]
-        outcomes = {o.key_id: o for o in await self.billing.fetch_many(readable, use_cache=False)}
+        fetched = await self._fetch_or_stop(ids, readable)
+        if fetched is None:
+            return None
+        outcomes = {o.key_id: o for o in fetched}
         for row, req in requests:
             if req is None:
                 err = BillingError(ErrorKind.UNREADABLE, "cannot decrypt")
