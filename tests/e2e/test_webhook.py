@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.procs import clean_env, free_port, start_bot
+from tests.fakes.provider_server import FakeProviderServer
 from tests.fakes.telegram_api import FakeTelegram
 
 SECRET = "s3cret-Webhook_token"
@@ -28,9 +29,29 @@ def webhook_env(tg: FakeTelegram, db_url: str, port: int, **more: str) -> dict[s
 
 
 async def test_webhook_mode_end_to_end(tmp_path: Path) -> None:
+    providers = await FakeProviderServer().start()
+    providers.reply(
+        "/user/balance",
+        json={
+            "is_available": True,
+            "balance_infos": [
+                {
+                    "currency": "CNY",
+                    "total_balance": "42.00",
+                    "granted_balance": "0",
+                    "topped_up_balance": "42.00",
+                }
+            ],
+        },
+    )
     async with FakeTelegram() as tg:
         port = free_port()
-        env = webhook_env(tg, f"sqlite+aiosqlite:///{tmp_path}/data/bot.db", port)
+        env = webhook_env(
+            tg,
+            f"sqlite+aiosqlite:///{tmp_path}/data/bot.db",
+            port,
+            PROVIDER_DEEPSEEK_BASE_URL=providers.url,
+        )
         bot = await start_bot(["run", "--webhook"], env, tmp_path, port=port)
         try:
             await bot.wait_healthy()
@@ -70,13 +91,24 @@ async def test_webhook_mode_end_to_end(tmp_path: Path) -> None:
                 text = (await client.get(f"{bot.base}/metrics")).text
                 assert "balancebot_users 1.0" in text
                 assert "balancebot_keys 0.0" in text
-                assert "balancebot_checks_total" in text
+                assert 'provider="deepseek"' not in text
+
+                await tg.send(ann, "/add sk-webhook0123456789abcdef provider=deepseek")
+                await tg.wait_for_reply(ann, timeout=10, predicate=lambda m: "42" in m.text)
+                await tg.send(ann, "/balance")
+                await tg.wait_for_reply(ann, timeout=10, predicate=lambda m: "42" in m.text)
+                text = (await client.get(f"{bot.base}/metrics")).text
+                assert "balancebot_keys 1.0" in text
+                assert 'balancebot_checks_total{outcome="ok",provider="deepseek"}' in text
+                assert 'balancebot_check_seconds_count{provider="deepseek"}' in text
+                assert "balancebot_alerts_total" in text or "balancebot_sweep_seconds" in text
 
             started = time.monotonic()
             assert await bot.terminate(timeout=30) == 0
             assert time.monotonic() - started < 25
         finally:
             await bot.kill()
+            await providers.stop()
         log = bot.log()
         assert tg.token not in log and tg.token.split(":")[1] not in log
         assert SECRET not in log
