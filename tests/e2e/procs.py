@@ -12,18 +12,11 @@ from pathlib import Path
 
 import httpx
 
-_STRIP = (
-    "TELEGRAM_",
-    "ENCRYPTION_",
-    "DATABASE_URL",
-    "KEYRING_FILE",
-    "WEBHOOK_",
-    "PROVIDER_",
-    "ALLOWED_USER_IDS",
-    "ADMIN_USER_IDS",
-    "ALERT_INTERVAL",
-    "LOG_",
-)
+from bot.settings import Settings
+
+#: Every variable the bot reads: a test sets what it needs, nothing leaks in from outside.
+OWN_NAMES = frozenset(name.upper() for name in Settings.model_fields)
+OWN_PREFIXES = ("TELEGRAM_", "ENCRYPTION_", "PROVIDER_", "WEBHOOK_")
 
 
 def free_port() -> int:
@@ -33,7 +26,12 @@ def free_port() -> int:
 
 
 def clean_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIP)}
+    """The caller's environment minus the bot's own settings, plus `values`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in OWN_NAMES and not k.upper().startswith(OWN_PREFIXES)
+    }
     env.update(values)
     env.setdefault("PTB_TIMEDELTA", "1")
     return env

@@ -25,31 +25,12 @@ from bot.services.vault import KeyVault
 from bot.settings import Settings
 from bot.storage.db import Database, sqlite_path
 from tests.conftest import IN_CI
+from tests.e2e.procs import OWN_NAMES, OWN_PREFIXES
+from tests.e2e.procs import clean_env as clean_env  # re-exported for the tests here
 
 # Settings the tests control; everything else from the caller's environment is kept.
-_OWN_PREFIXES = ("TELEGRAM_", "ENCRYPTION_", "PROVIDER_")
-_OWN_NAMES = {
-    "DATABASE_URL",
-    "KEYRING_FILE",
-    "DATA_DIR",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "ALERT_INTERVAL_SECONDS",
-    "ALLOWED_USER_IDS",
-    "ADMIN_USER_IDS",
-    "WEBHOOK_URL",
-    "WEBHOOK_SECRET",
-}
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.upper().startswith(_OWN_PREFIXES) and k.upper() not in _OWN_NAMES
-    }
-    env.update(extra)
-    return env
+_OWN_PREFIXES = OWN_PREFIXES
+_OWN_NAMES = OWN_NAMES
 
 
 def run_cli(
