@@ -157,7 +157,23 @@ async def post_init(app: BotApp) -> None:
         app.bot_data.services = await build_services(settings)
     await set_commands(app)
     alert_jobs.schedule(app)
+    services = app.bot_data.services
+    if services.db.is_sqlite and app.job_queue is not None:
+        # The WAL keeps old pages (including rewritten ciphertexts) until a checkpoint.
+        app.job_queue.run_repeating(
+            checkpoint_job,
+            interval=3600,
+            first=600,
+            name="db-checkpoint",
+            job_kwargs={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
     log.info("bot @%s ready", app.bot.username)
+
+
+async def checkpoint_job(context: BotContext) -> None:
+    services = context.bot_data.services
+    if services is not None:
+        await services.db.checkpoint()
 
 
 async def post_shutdown(app: BotApp) -> None:
