@@ -6,12 +6,14 @@ them as `context.services`. The per-update translator is set by the guard handle
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.i18n import Translator, translator
+from bot.services.adding import new_add_limiter
+from bot.services.balances import ManualCheckLimiter
 
 if TYPE_CHECKING:
     from bot.billing.service import BillingService
@@ -34,6 +36,8 @@ class Services:
     balances: BalanceService
     alerts: AlertService | None = None
     outbox: OutboxService | None = None
+    # First checks of newly added keys per user and hour (security.md T13).
+    add_checks: ManualCheckLimiter = field(default_factory=new_add_limiter)
 
 
 class BotData:

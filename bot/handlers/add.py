@@ -89,6 +89,9 @@ TOO_MANY = N_(
     "Delete one with /remove first. Nothing was saved."
 )
 NOT_SAVED = N_("Not saved. Nothing was stored.")
+SLOW_DOWN = N_(
+    "⏳ You have added many keys in the last hour. Please try again later. Nothing was stored."
+)
 CANCELLED = N_("Cancelled. Nothing was saved.")
 NOTHING_TO_CANCEL = N_("There is nothing to cancel.")
 NOT_A_KEY = N_("That doesn't look like a key (one line, no spaces). Send the key, or /cancel.")
@@ -358,6 +361,8 @@ def render_result(context: BotContext, result: AddResult, title: str, confirmed:
     t = context.t
     if result.status is Status.DUPLICATE and result.key is not None:
         return t(DUPLICATE, label=_e(result.key.label))
+    if result.status is Status.SLOW_DOWN:
+        return t(SLOW_DOWN)
     if result.status is Status.TOO_MANY or result.key is None:
         return t(TOO_MANY, max=MAX_KEYS_PER_USER)
     key = result.key

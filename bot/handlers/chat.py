@@ -30,7 +30,9 @@ def flow_store(context: BotContext) -> FlowStore:
 
 def add_service(context: BotContext) -> AddService:
     services = context.services
-    return AddService(services.keys, services.billing, flow_store(context))
+    return AddService(
+        services.keys, services.billing, flow_store(context), limiter=services.add_checks
+    )
 
 
 def account_service(context: BotContext) -> AccountService:

@@ -18,6 +18,7 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import CheckOutcome, KeyRequest
 from bot.billing.service import BillingService
 from bot.secret import Secret
+from bot.services.balances import ManualCheckLimiter
 from bot.services.flows import FlowStore
 from bot.services.keys import (
     MAX_KEYS_PER_USER,
@@ -69,6 +70,7 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"  # the same key is already stored (result.key is that one)
     TOO_MANY = "too_many"
     REJECTED = "rejected"  # the provider refused the key: ask before saving
+    SLOW_DOWN = "slow_down"  # too many new keys checked lately (security.md T13)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +85,27 @@ def is_rejected(outcome: CheckOutcome | None) -> bool:
     return isinstance(error, BillingError) and error.kind is ErrorKind.KEY_REJECTED
 
 
+#: First checks of new keys per user and hour. Without a cap the bot would be a free
+#: oracle for testing stolen keys (security.md T13). Per process, like the /balance cap.
+ADD_CHECKS_PER_HOUR = 20
+
+
+def new_add_limiter() -> ManualCheckLimiter:
+    return ManualCheckLimiter(limit=ADD_CHECKS_PER_HOUR, window=3600.0)
+
+
 class AddService:
-    def __init__(self, keys: KeyService, billing: BillingService, flows: FlowStore) -> None:
+    def __init__(
+        self,
+        keys: KeyService,
+        billing: BillingService,
+        flows: FlowStore,
+        limiter: ManualCheckLimiter | None = None,
+    ) -> None:
         self.keys = keys
         self.billing = billing
         self.flows = flows
+        self.limiter = limiter or new_add_limiter()
 
     async def duplicate_of(self, owner_id: int, secret: Secret) -> KeyView | None:
         async with self.keys.db.session() as s:
@@ -124,6 +142,8 @@ class AddService:
         if confirmed_rejected:
             options["rejected_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         else:
+            if not self.limiter.allow(owner_id):
+                return AddResult(Status.SLOW_DOWN)
             request = KeyRequest("new", provider, secret, base_url)
             outcome = await self.billing.fetch(request, use_cache=False)
             if is_rejected(outcome):
