@@ -20,7 +20,7 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot import metrics
 from bot.billing.errors import BillingError, ErrorKind
@@ -721,5 +721,5 @@ def stop(app: Application) -> None:  # type: ignore[type-arg]
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CommandHandler("alerts", alerts_command))
+    app.add_handler(CommandHandler("alerts", alerts_command, filters=filters.UpdateType.MESSAGE))
     app.add_handler(CallbackQueryHandler(on_callback, pattern=callbacks.pattern(PREFIX)))

@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 
 from telegram import Message, Update
-from telegram.ext import Application, CommandHandler
+from telegram.ext import Application, CommandHandler, filters
 
 from bot.context import BotContext
 from bot.handlers import format as fmt
@@ -92,4 +92,4 @@ async def deliver(message: Message, chunks: Sequence[str], placeholder: Message 
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CommandHandler("balance", balance))
+    app.add_handler(CommandHandler("balance", balance, filters=filters.UpdateType.MESSAGE))

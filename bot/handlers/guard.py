@@ -11,9 +11,23 @@ from telegram.constants import ChatType
 from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
 from bot.context import BotContext
+from bot.handlers.chat import private_link
 from bot.i18n import N_, resolve_language, translator
 
 NOT_ALLOWED = N_("Sorry, this is a private bot. Ask its owner to add your Telegram id.")
+PRIVATE_ONLY = N_("🔐 Your keys and settings are managed in a private chat only.")
+OPEN_PRIVATE = N_("Open a private chat")
+
+#: Commands that show a user's keys or figures: never answered in a group, where every
+#: member would read the reply. (/add, /remove, /forget, /lang, /tz handle groups themselves.)
+PRIVATE_COMMANDS = frozenset({"balance", "keys", "alerts"})
+
+
+def _command(update: Update) -> str | None:
+    message = update.message
+    if message is None or not message.text or not message.text.startswith("/"):
+        return None
+    return message.text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower()
 
 
 async def guard(update: Update, context: BotContext) -> None:
@@ -35,6 +49,13 @@ async def guard(update: Update, context: BotContext) -> None:
         raise ApplicationHandlerStop
     stored: str | None = None
     chat = update.effective_chat
+    if chat is not None and chat.type != ChatType.PRIVATE and _command(update) in PRIVATE_COMMANDS:
+        t = translator(resolve_language(None, user.language_code))
+        assert update.message is not None
+        await update.message.reply_text(
+            t(PRIVATE_ONLY), reply_markup=private_link(context, t(OPEN_PRIVATE))
+        )
+        raise ApplicationHandlerStop
     if chat is not None and chat.type == ChatType.PRIVATE:
         profile = await context.services.users.touch(user.id)
         stored = profile.language

@@ -28,6 +28,7 @@ from telegram.ext import (
     Application,
     CallbackQueryHandler,
     CommandHandler,
+    filters,
 )
 
 from bot.billing.errors import ErrorKind
@@ -293,6 +294,6 @@ async def _edit(message: object, text: str, markup: InlineKeyboardMarkup | None)
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CommandHandler("keys", keys_command))
+    app.add_handler(CommandHandler("keys", keys_command, filters=filters.UpdateType.MESSAGE))
     app.add_handler(CallbackQueryHandler(on_callback, pattern=callbacks.pattern(PREFIX)))
     fallback.on_flow_text(RENAME_FLOW, on_rename_text)

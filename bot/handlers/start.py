@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import Application, CommandHandler
+from telegram.ext import Application, CommandHandler, filters
 
 from bot.context import BotContext
 from bot.i18n import N_
@@ -42,5 +42,5 @@ async def help_(update: Update, context: BotContext) -> None:
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CommandHandler("start", start))
-    app.add_handler(CommandHandler("help", help_))
+    app.add_handler(CommandHandler("start", start, filters=filters.UpdateType.MESSAGE))
+    app.add_handler(CommandHandler("help", help_, filters=filters.UpdateType.MESSAGE))

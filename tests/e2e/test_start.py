@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.secret import Secret
 from tests.e2e.harness import running_bot
 
 
@@ -62,3 +63,28 @@ async def test_restart_keeps_users(make_settings, lang: str) -> None:
         from bot.storage.repositories import UserRepo
 
         assert await UserRepo(s).get(1001) is not None
+
+
+@pytest.mark.parametrize("command", ["/balance", "/keys", "/alerts", "/balance@fake_balance_bot"])
+async def test_key_commands_never_answer_in_groups(make_settings, command: str) -> None:
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(1001, "Ann")
+        await bot.services.keys.add(
+            ann.id, Secret("sk-groupsecret123456789"), "deepseek", label="private-label"
+        )
+        await bot.tg.send(ann, command, chat_type="group", chat_id=-100123)
+        reply = await bot.tg.wait_for_reply(-100123)
+        assert "private chat" in reply.text
+        assert "private-label" not in reply.text
+        assert reply.buttons()[0].url == "https://t.me/fake_balance_bot"
+        assert bot.providers.count() == 0
+
+
+async def test_editing_a_command_does_not_run_it_again(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(1001, "Ann")
+        await bot.tg.send(ann, "/start")
+        await bot.tg.wait_for_reply(ann)
+        await bot.tg.send(ann, "/help", edited=True)
+        await bot.tg.assert_no_reply(ann, within=0.5)
+        assert bot.tg.errors == []
