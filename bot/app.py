@@ -24,6 +24,7 @@ from bot import handlers, metrics
 from bot.context import BotContext, BotData, Services
 from bot.handlers import alerts as alert_jobs
 from bot.i18n import LANGUAGES, N_, translator
+from bot.logs import install_redaction
 from bot.secret import register_static
 from bot.services.keys import KeyService
 from bot.services.masterkey import open_vault
@@ -191,6 +192,7 @@ def build_application(
     In webhook mode there is no Updater: bot.webhook feeds updates in.
     """
     settings.require_token()
+    install_redaction()  # also when embedded (tests, benchmarks), not only via the CLI
     register_static(settings.bot_token)
     root = settings.telegram_api_url
     builder = ApplicationBuilder()

@@ -11,8 +11,10 @@ from telegram.constants import ChatType
 from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
 from bot.context import BotContext
+from bot.handlers import fallback
 from bot.handlers.chat import private_link
 from bot.i18n import N_, resolve_language, translator
+from bot.services.keyshape import looks_like_key
 
 NOT_ALLOWED = N_("Sorry, this is a private bot. Ask its owner to add your Telegram id.")
 PRIVATE_ONLY = N_("🔐 Your keys and settings are managed in a private chat only.")
@@ -49,7 +51,14 @@ async def guard(update: Update, context: BotContext) -> None:
         raise ApplicationHandlerStop
     stored: str | None = None
     chat = update.effective_chat
-    if chat is not None and chat.type != ChatType.PRIVATE and _command(update) in PRIVATE_COMMANDS:
+    command = _command(update)
+    if command not in (None, "add") and looks_like_key(update.message.text):  # type: ignore[union-attr]
+        # A key pasted as a command argument (`/balance sk-…`): delete it, never echo it.
+        context.lang = resolve_language(None, user.language_code)
+        private = chat is not None and chat.type == ChatType.PRIVATE
+        await (fallback.warn_key if private else fallback.group_key)(update, context)
+        raise ApplicationHandlerStop
+    if chat is not None and chat.type != ChatType.PRIVATE and command in PRIVATE_COMMANDS:
         t = translator(resolve_language(None, user.language_code))
         assert update.message is not None
         await update.message.reply_text(
