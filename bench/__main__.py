@@ -55,22 +55,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--transport-concurrency", type=int, default=300)
     p.add_argument("--skip", nargs="*", default=[], choices=PHASES, metavar="PHASE",
                    help=f"phases to leave out: {', '.join(PHASES)}")  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="5,000 keys, small samples (< 1 min)")
+    p.add_argument("--quick", action="store_true", help="600 keys, 2 sweeps (about 1 min)")
     p.add_argument("--profile", default=None, metavar="PATH",
                    help="pyinstrument text profile of the first sweep to PATH")  # fmt: skip
     p.add_argument("--json", default="bench-results.json", metavar="PATH")
     args = p.parse_args(list(argv))
     quick = args.quick
     defaults = {
-        "keys": 5_000 if quick else 100_000,
-        "baseline_keys": 20 if quick else 50,
-        "alerts": 300 if quick else 1_000,
-        "balance_runs": 20 if quick else 40,
+        "keys": 600 if quick else 100_000,
+        "baseline_keys": 10 if quick else 50,
+        "alerts": 150 if quick else 1_000,
+        "balance_runs": 15 if quick else 40,
         "transport_requests": 1_000 if quick else 2_000,
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if quick and args.sweeps == 3:
+        args.sweeps = 2
     if args.users is None:
         args.users = max(1, args.keys // 10)
     if args.keys < 10 or args.relay_sites < 1 or args.sweeps < 1:
@@ -224,6 +226,8 @@ def render(res: dict[str, Any]) -> str:
         )
     if res.get("sweep_vs_baseline"):
         rows.append(("sweep ÷ baseline", f"{res['sweep_vs_baseline']:.0f}×"))
+    if res.get("core_vs_baseline"):
+        rows.append(("sweep core ÷ baseline", f"{res['core_vs_baseline']:.0f}×"))
     bal = res.get("balance")
     if bal and bal.get("runs"):
         rows.append(
@@ -337,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                 if res.get("sweep") and res["baseline"]["checks_per_s"]:
                     rate = res["sweep"]["runs"][0]["checks_per_s"]
                     res["sweep_vs_baseline"] = round(rate / res["baseline"]["checks_per_s"], 1)
+                    core = res["sweep"].get("core")
+                    if core:
+                        ratio = core["checks_per_s"] / res["baseline"]["checks_per_s"]
+                        res["core_vs_baseline"] = round(ratio, 1)
             if "balance" not in skip:
                 print("/balance latency…", file=sys.stderr)
                 users = res["seed"]["balance_users"]
