@@ -59,7 +59,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--profile", default=None, metavar="PATH",
                    help="pyinstrument text profile of the first sweep to PATH")  # fmt: skip
     p.add_argument("--json", default="bench-results.json", metavar="PATH")
-    args = p.parse_args(list(argv))
+    rest = list(argv)
+    if rest[:1] == ["--"]:  # `balance-bot bench -- --keys N`: argparse keeps the separator
+        rest = rest[1:]
+    args = p.parse_args(rest)
     quick = args.quick
     defaults = {
         "keys": 600 if quick else 100_000,
