@@ -85,9 +85,12 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def provider_title(provider_id: str) -> str:
+def provider_title(provider_id: str, t: Translator | None = None) -> str:
+    """The provider's display name, translated where it has words (titles are msgids)."""
     provider = default_registry().get(provider_id)
-    return provider.title if provider is not None else provider_id
+    if provider is None:
+        return provider_id
+    return t(provider.title) if t is not None else provider.title
 
 
 def utf16_len(text: str) -> int:
@@ -325,8 +328,9 @@ class View:
         return cls(translator(lang), zone(tz_name), now or datetime.now(UTC))
 
 
-def title_line(status: str, label: str, provider_id: str) -> str:
-    return f"{status} <b>{html.escape(label)}</b> · {html.escape(provider_title(provider_id))}"
+def title_line(status: str, label: str, provider_id: str, t: Translator | None = None) -> str:
+    title = html.escape(provider_title(provider_id, t))
+    return f"{status} <b>{html.escape(label)}</b> · {title}"
 
 
 def report_block(report: KeyReport, v: View) -> str:
@@ -334,13 +338,16 @@ def report_block(report: KeyReport, v: View) -> str:
     key = report.key
     if report.result is not None:
         result = report.result
-        lines = [title_line(mark(result, v.now), key.label, key.provider)]
+        lines = [title_line(mark(result, v.now), key.label, key.provider, v.t)]
         lines += detail_lines(result, v.now, v.tz, v.t)
         if not report.fresh and report.checked_at is not None:
             lines.append(f"<i>{v.t(T_CHECKED, age=age(report.checked_at, v.now, v.t))}</i>")
         return "\n".join(lines)
     kind = report.error or ErrorKind.PROVIDER_ERROR
-    lines = [title_line(error_mark(kind), key.label, key.provider), error_sentence(kind, v.t)]
+    lines = [
+        title_line(error_mark(kind), key.label, key.provider, v.t),
+        error_sentence(kind, v.t),
+    ]
     if report.last_known is not None and report.last_known_at is not None:
         figure = short_figure(report.last_known, v.t)
         lines.append(v.t(T_LAST_KNOWN, figure=figure, age=age(report.last_known_at, v.now, v.t)))

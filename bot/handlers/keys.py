@@ -97,7 +97,7 @@ def list_text(keys: Sequence[KeyView], statuses: dict[str, StoredStatus], view: 
             )
             if report.last_known_at is not None:
                 figure += f" · {fmt.age(report.last_known_at, view.now, t)}"
-        lines.append(fmt.title_line(mark, key.label, key.provider))
+        lines.append(fmt.title_line(mark, key.label, key.provider, t))
         lines.append(f"<code>{html.escape(key.hint)}</code> · {figure}")
     lines += ["", t(T_LIST_HINT)]
     return "\n".join(lines)
@@ -114,7 +114,7 @@ def card_text(key: KeyView, status: StoredStatus | None, view: fmt.View) -> str:
     if key.created_at is not None:
         lines[0] += " · " + view.t(T_ADDED, date=fmt.local_date(key.created_at, view.tz))
     if status is None:
-        block = fmt.title_line(fmt.UNKNOWN, key.label, key.provider)
+        block = fmt.title_line(fmt.UNKNOWN, key.label, key.provider, view.t)
         return "\n".join([block, *lines, view.t(T_NOT_CHECKED)])
     return fmt.report_block(stored_report(key, status), view) + "\n" + "\n".join(lines)
 
