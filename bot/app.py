@@ -121,7 +121,7 @@ async def build_services(settings: Settings) -> Services:
     balances = BalanceService(db, keys, billing)
     outbox = OutboxService(db)
     alerts = AlertService(
-        db, keys, billing, outbox, interval=settings.alert_interval_seconds, record=balances.record
+        db, keys, billing, outbox, interval=settings.alert_interval_seconds, record=True
     )
     return Services(
         settings=settings,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,8 +41,16 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, KeyState
 from bot.billing.service import BillingService
 from bot.services import forecast
+from bot.services.balances import record_rows
 from bot.services.keys import KeyService
-from bot.services.outbox import OutboxService, enqueue, instance_id, utcnow
+from bot.services.outbox import (
+    OutboxService,
+    enqueue,
+    enqueue_many,
+    instance_id,
+    outbox_row,
+    utcnow,
+)
 from bot.storage.db import Database
 from bot.storage.models import AlertPrefs, AlertState, ApiKey, BalanceSnapshot, UTCDateTime
 
@@ -343,8 +352,13 @@ class SweepStats:
     interrupted: bool = False  # stopped for shutdown; unchecked keys' leases handed back
 
 
-class _LostLease(Exception):
-    pass
+@dataclass(slots=True)
+class _Checked:
+    """A batch between its checks and its write (the plaintext keys are gone by now)."""
+
+    ids: list[str]
+    outcomes: dict[str, CheckOutcome]
+    names: dict[str, tuple[str, str, str]]  # key id → label, hint, provider (payloads)
 
 
 def _ins(s: AsyncSession) -> Any:
@@ -363,10 +377,11 @@ class AlertService:
         *,
         interval: float = 3600.0,
         lease: float | None = None,
-        batch_size: int = 50,
+        batch_size: int = 500,
+        pipeline: int = 2,
         clock: Clock = utcnow,
         owner: str | None = None,
-        record: Callable[[int, Sequence[CheckOutcome]], Any] | None = None,
+        record: bool = False,
     ) -> None:
         self.db = db
         self.keys = keys
@@ -377,9 +392,10 @@ class AlertService:
         # keys are picked up soon. Losing a lease costs a re-check, never a duplicate.
         self.lease = timedelta(seconds=lease or min(300.0, max(10.0, 3 * interval)))
         self.batch_size = batch_size
+        self.pipeline = pipeline  # batches being checked at once while one is written
         self.clock = clock
         self.owner = owner or instance_id()
-        self.record = record  # BalanceService.record: key_status + snapshots
+        self.record = record  # also keep key_status + snapshots (as BalanceService.record)
         self._lock = asyncio.Lock()
         self._last_prune: datetime | None = None
         self._stopping = asyncio.Event()
@@ -543,20 +559,36 @@ class AlertService:
 
     # -- the sweep -------------------------------------------------------------------------
 
-    async def ensure_rows(self, now: datetime | None = None) -> int:
-        """Every key gets its alert_state row (defaults: expiry + revoked on), due now."""
+    async def ensure_rows(self, now: datetime | None = None, *, chunk: int = 5000) -> int:
+        """Every key gets its alert_state row (defaults: expiry + revoked on), due now.
+
+        In chunks by key id, so a first start with 100k keys never holds them all in memory.
+        """
         now = now or self.clock()
-        async with self.db.session() as s:
-            missing = (
-                await s.execute(
-                    select(ApiKey.id, ApiKey.owner_id).where(
-                        ~select(AlertState.key_id).where(AlertState.key_id == ApiKey.id).exists()
+        added = 0
+        after = ""
+        while True:
+            async with self.db.session() as s:
+                page = (
+                    await s.execute(
+                        select(ApiKey.id, ApiKey.owner_id)
+                        .where(
+                            ApiKey.id > after,
+                            ~select(AlertState.key_id)
+                            .where(AlertState.key_id == ApiKey.id)
+                            .exists(),
+                        )
+                        .order_by(ApiKey.id)
+                        .limit(chunk)
                     )
-                )
-            ).all()
-        if not missing:
-            return 0
-        values = [self._defaults(k, o, now) for k, o in missing]
+                ).all()
+            if not page:
+                return added
+            after = page[-1][0]
+            await self._insert_rows([self._defaults(k, o, now) for k, o in page])
+            added += len(page)
+
+    async def _insert_rows(self, values: list[dict[str, Any]]) -> None:
         try:
             async with self.db.session() as s:
                 await s.execute(
@@ -574,7 +606,6 @@ class AlertService:
                         )
                 except IntegrityError:
                     pass
-        return len(values)
 
     async def claim(
         self,
@@ -608,25 +639,54 @@ class AlertService:
 
         Keys that fall due while it runs wait for the next sweep, so a sweep always ends;
         nothing is lost when a tick is skipped, because "due" lives in the database.
+        Up to `pipeline` batches are being checked while the previous one is written,
+        so the network never waits for the database (and memory stays bounded).
         """
         stats = SweepStats()
         async with self._lock:
             fixed = now
             start = now or self.clock()
             await self.ensure_rows(start)
-            while max_batches is None or stats.batches < max_batches:
-                if self._stopping.is_set():
-                    stats.interrupted = True
-                    break
-                ids = await self.claim(fixed or self.clock(), self.batch_size, due_by=start)
-                if not ids:
-                    break
-                stats.batches += 1
-                if await self._run_batch(ids, fixed, stats) is None:
-                    stats.interrupted = True
-                    break
-                if len(ids) < self.batch_size:
-                    break
+            checking: deque[asyncio.Task[_Checked | None]] = deque()
+            writing: asyncio.Task[list[CheckOutcome]] | None = None
+            more = True
+            try:
+                while True:
+                    while more and len(checking) < self.pipeline:
+                        if max_batches is not None and stats.batches >= max_batches:
+                            more = False
+                            break
+                        if self._stopping.is_set():
+                            stats.interrupted = True
+                            more = False
+                            break
+                        ids = await self.claim(fixed or self.clock(), self.batch_size, due_by=start)
+                        if not ids:
+                            more = False
+                            break
+                        stats.batches += 1
+                        checking.append(asyncio.ensure_future(self._check(ids)))
+                        if len(ids) < self.batch_size:
+                            more = False
+                    if not checking:
+                        break
+                    batch = await checking.popleft()
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    if batch is None:  # shutdown: its leases are handed back already
+                        stats.interrupted = True
+                        more = False
+                        continue  # batches still in flight are written or handed back too
+                    writing = asyncio.ensure_future(
+                        self._write(batch, fixed or self.clock(), stats)
+                    )
+            finally:
+                if checking:  # only after an error: let them finish or hand their keys back
+                    self.request_stop()
+                    await asyncio.gather(*checking, return_exceptions=True)
+                if writing is not None:
+                    await writing
             if self._last_prune is None or start - self._last_prune >= PRUNE_EVERY:
                 self._last_prune = start
                 await self.prune(start)
@@ -647,9 +707,11 @@ class AlertService:
             await self._state(s, key, now)
         if not await self.claim(now, 1, [key_id]):
             return None
-        stats = SweepStats()
-        outcomes = await self._run_batch([key_id], None, stats)
-        return outcomes[0] if outcomes else None  # None also when shutting down
+        batch = await self._check([key_id])
+        if batch is None:
+            return None  # shutting down
+        done = await self._write(batch, self.clock(), SweepStats())
+        return done[0] if done else None
 
     async def _fetch_or_stop(
         self, ids: Sequence[str], readable: list[Any]
@@ -671,12 +733,12 @@ class AlertService:
         log.info("shutdown: %d keys left unchecked, leases handed back", len(ids))
         return None
 
-    async def _run_batch(
-        self, ids: Sequence[str], fixed: datetime | None, stats: SweepStats
-    ) -> list[CheckOutcome] | None:
+    async def _check(self, ids: Sequence[str]) -> _Checked | None:
+        """Decrypt and check a leased batch; None when shutdown abandoned it (leases freed)."""
         async with self.db.session() as s:
             rows = (await s.scalars(select(ApiKey).where(ApiKey.id.in_(list(ids))))).all()
-        owners = {r.id: r.owner_id for r in rows}
+            s.expunge_all()
+        names = {r.id: (r.label, r.hint, r.provider) for r in rows}
         # Decrypt just in time; the plaintext lives only in this list, for this call.
         requests = [(r, self.keys.request_for(r)) for r in rows]
         readable = [req for _, req in requests if req is not None]
@@ -688,103 +750,146 @@ class AlertService:
             if req is None:
                 err = BillingError(ErrorKind.UNREADABLE, "cannot decrypt")
                 outcomes[row.id] = CheckOutcome(row.id, row.provider, error=err)
-        del requests, readable
-        now = fixed or self.clock()
+        return _Checked(list(ids), outcomes, names)
+
+    async def _write(self, batch: _Checked, now: datetime, stats: SweepStats) -> list[CheckOutcome]:
+        """The whole batch in ONE transaction: state, outbox rows, key_status, snapshots.
+
+        It first locks the batch's `alert_state` rows that this process still leases
+        (FOR UPDATE on PostgreSQL; on SQLite the first write takes the database's write
+        lock), reading their state under that lock. A key whose lease was lost is left
+        alone — no state, no outbox row, no status — so its new lease holder records
+        each event exactly once.
+        """
+        t = AlertState.__table__
+        cols = (
+            t.c.key_id,
+            t.c.owner_id,
+            t.c.thresholds,
+            t.c.expiry_on,
+            t.c.revoked_on,
+            t.c.forecast_on,
+            t.c.muted_until,
+            t.c.memory,
+            t.c.failing_since,
+            t.c.last,
+        )
+        mine = t.c.key_id.in_(batch.ids) & (t.c.lease_owner == self.owner)
         done: list[CheckOutcome] = []
-        for key_id, outcome in outcomes.items():
-            try:
-                stats.events += await self._apply(key_id, outcome, now)
-                stats.checked += 1
+        async with self.db.session() as s:
+            if s.bind.dialect.name == "postgresql":
+                lock: Any = select(*cols).where(mine).order_by(t.c.key_id).with_for_update()
+            else:
+                lock = update(t).where(mine).values(lease_owner=t.c.lease_owner).returning(*cols)
+            states = [st for st in (await s.execute(lock)).all() if st.key_id in batch.outcomes]
+            stats.lost_leases += len(batch.ids) - len(states)
+            if not states:
+                return done
+            owners = {st.owner_id for st in states}
+            instant: dict[int, bool] = dict(
+                (
+                    await s.execute(
+                        select(AlertPrefs.user_id, AlertPrefs.instant).where(
+                            AlertPrefs.user_id.in_(owners)
+                        )
+                    )
+                ).all()
+            )
+            need_history = [
+                st.key_id
+                for st in states
+                if st.forecast_on
+                and (res := batch.outcomes[st.key_id].result) is not None
+                and _money_value(res) is not None
+            ]
+            history = await self._histories(s, need_history, now)
+            changes: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            for st in states:
+                outcome = batch.outcomes[st.key_id]
+                watch = Watch(
+                    tuple(st.thresholds or ()), st.expiry_on, st.revoked_on, st.forecast_on
+                )
+                step = evaluate(
+                    watch,
+                    dict(st.memory or {}),
+                    st.failing_since,
+                    outcome,
+                    history.get(st.key_id, ()),
+                    now,
+                )
+                stats.events += len(step.events)
+                notify = instant.get(st.owner_id, True) and not (
+                    st.muted_until is not None and st.muted_until > now
+                )
+                if notify:  # else recorded in memory, not notified: the user chose so
+                    label, hint, provider = batch.names[st.key_id]
+                    extra = {"label": label, "hint": hint, "provider": provider}
+                    events += [
+                        outbox_row(
+                            idem_key=f"{st.key_id}:{event.tag}",
+                            user_id=st.owner_id,
+                            key_id=st.key_id,
+                            kind=event.kind,
+                            payload={**event.data, **extra},
+                            now=now,
+                        )
+                        for event in step.events
+                    ]
+                last = st.last
+                if outcome.result is not None:
+                    last = {**_figure(outcome.result), "state": outcome.result.state.value}
+                changes.append(
+                    {"k": st.key_id, "m": step.memory, "f": step.failing_since, "l": last}
+                )
                 done.append(outcome)
-            except _LostLease:
-                stats.lost_leases += 1
-        if self.record is not None:
-            by_owner: dict[int, list[CheckOutcome]] = {}
-            for outcome in done:
-                by_owner.setdefault(owners[outcome.key_id], []).append(outcome)
-            for owner_id, items in by_owner.items():
-                try:
-                    await self.record(owner_id, items)
-                except Exception:
-                    log.exception("could not record key status for user %s", owner_id)
+            await s.execute(
+                update(t)
+                .where(t.c.key_id == bindparam("k"), t.c.lease_owner == self.owner)
+                .values(
+                    memory=bindparam("m"),
+                    failing_since=bindparam("f"),
+                    last=bindparam("l"),
+                    checked_at=now,
+                    next_check_at=now + self.interval,
+                    lease_owner=None,
+                    lease_until=None,
+                ),
+                changes,
+            )
+            await enqueue_many(s, events)
+            if self.record is not None:
+                owner_of = {st.key_id: st.owner_id for st in states}
+                await record_rows(s, [(owner_of[o.key_id], o) for o in done], now)
+        stats.checked += len(done)
         return done
 
-    async def _history(
-        self, s: AsyncSession, key_id: str, now: datetime
-    ) -> list[tuple[datetime, Decimal]]:
-        rows = (
-            await s.execute(
-                select(BalanceSnapshot.taken_at, BalanceSnapshot.remaining)
-                .where(
-                    BalanceSnapshot.key_id == key_id,
-                    BalanceSnapshot.kind == FigureKind.BALANCE.value,
-                    BalanceSnapshot.taken_at >= now - forecast.WINDOW,
-                    BalanceSnapshot.taken_at <= now,
-                    BalanceSnapshot.remaining.is_not(None),
-                )
-                .order_by(BalanceSnapshot.taken_at)
+    @staticmethod
+    async def _histories(
+        s: AsyncSession, key_ids: Sequence[str], now: datetime
+    ) -> dict[str, list[tuple[datetime, Decimal]]]:
+        """Recent balance readings of these keys (one query), oldest first, per key."""
+        out: dict[str, list[tuple[datetime, Decimal]]] = {}
+        if not key_ids:
+            return out
+        b = BalanceSnapshot.__table__
+        rows = await s.execute(
+            select(b.c.key_id, b.c.taken_at, b.c.remaining)
+            .where(
+                b.c.key_id.in_(list(key_ids)),
+                b.c.kind == FigureKind.BALANCE.value,
+                b.c.taken_at >= now - forecast.WINDOW,
+                b.c.taken_at <= now,
+                b.c.remaining.is_not(None),
             )
-        ).all()
-        out: list[tuple[datetime, Decimal]] = []
-        for taken, remaining in rows:
+            .order_by(b.c.key_id, b.c.taken_at)
+        )
+        for key_id, taken, remaining in rows:
             try:
-                out.append((taken, Decimal(remaining)))
+                out.setdefault(key_id, []).append((taken, Decimal(remaining)))
             except InvalidOperation:
                 continue
         return out
-
-    async def _apply(self, key_id: str, outcome: CheckOutcome, now: datetime) -> int:
-        """One key, one transaction: state machine, snapshot, outbox rows, lease release."""
-        async with self.db.session() as s:
-            st = await s.get(AlertState, key_id, populate_existing=True)
-            if st is None or st.lease_owner != self.owner:
-                raise _LostLease
-            key = await s.get(ApiKey, key_id)
-            if key is None:
-                raise _LostLease
-            prefs = await s.get(AlertPrefs, st.owner_id)
-            watch = Watch(tuple(st.thresholds or ()), st.expiry_on, st.revoked_on, st.forecast_on)
-            history = await self._history(s, key_id, now) if watch.forecast_on else []
-            step = evaluate(watch, dict(st.memory or {}), st.failing_since, outcome, history, now)
-            muted = st.muted_until is not None and st.muted_until > now
-            instant = prefs is None or prefs.instant
-            for event in step.events:
-                if muted or not instant:
-                    continue  # recorded in memory, not notified: the user chose so
-                payload = {
-                    **event.data,
-                    "label": key.label,
-                    "hint": key.hint,
-                    "provider": key.provider,
-                }
-                await enqueue(
-                    s,
-                    idem_key=f"{key_id}:{event.tag}",
-                    user_id=st.owner_id,
-                    key_id=key_id,
-                    kind=event.kind,
-                    payload=payload,
-                    now=now,
-                )
-            values: dict[str, Any] = {
-                "memory": step.memory,
-                "failing_since": step.failing_since,
-                "checked_at": now,
-                "next_check_at": now + self.interval,
-                "lease_owner": None,
-                "lease_until": None,
-            }
-            if outcome.result is not None:
-                values["last"] = {**_figure(outcome.result), "state": outcome.result.state.value}
-            t = AlertState.__table__
-            result = await s.execute(
-                update(t)
-                .where(t.c.key_id == key_id, t.c.lease_owner == self.owner)
-                .values(**values)
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                raise _LostLease  # rolls back the outbox rows with it
-            return len(step.events)
 
     # -- digest --------------------------------------------------------------------------
 

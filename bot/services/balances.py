@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from bot.billing.errors import BillingError, ErrorKind
@@ -26,6 +27,8 @@ from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, KeyReque
 from bot.storage.models import ApiKey, BalanceSnapshot, KeyStatus
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from bot.billing.service import BillingService
     from bot.services.keys import KeyService, KeyView
     from bot.storage.db import Database
@@ -326,6 +329,123 @@ class BalanceService:
                     s.add(row)
                     rows[outcome.key_id] = row
                 _apply(s, row, outcome, now)
+
+
+async def record_rows(
+    s: AsyncSession, items: Sequence[tuple[int, CheckOutcome]], now: datetime
+) -> None:
+    """`record` for many keys of many owners in the caller's transaction, in a few statements.
+
+    The alert sweep writes a whole batch this way, together with the alert state it
+    belongs to. The caller guarantees the keys exist (it holds their lease in the same
+    transaction). Same rules as `record`: a reading already stored adds nothing; a
+    cached failure is not counted twice. Failure counters are updated in SQL, so a
+    concurrent manual check's increment is not lost; a row a concurrent check inserted
+    first is overwritten with this (as fresh) outcome instead of failing the batch.
+    """
+    if not items:
+        return
+    t = KeyStatus.__table__
+    ids = [o.key_id for _, o in items]
+    last_ok: dict[str, datetime | None] = dict(
+        (await s.execute(select(t.c.key_id, t.c.last_ok_at).where(t.c.key_id.in_(ids)))).all()
+    )
+    ok_rows: list[dict[str, Any]] = []
+    failed_rows: list[dict[str, Any]] = []
+    new_rows: list[dict[str, Any]] = []
+    snapshots: list[dict[str, Any]] = []
+    for owner_id, outcome in items:
+        exists = outcome.key_id in last_ok
+        result = outcome.result
+        if result is not None:
+            stored_at = last_ok.get(outcome.key_id)
+            if stored_at is not None and result.fetched_at <= stored_at:
+                continue  # this reading is already stored
+            last_ok[outcome.key_id] = result.fetched_at
+            snapshots.append(_snapshot(outcome.key_id, result))
+            row = {"last_ok_at": result.fetched_at, "last_result": result_to_json(result)}
+            if exists:
+                ok_rows.append(
+                    {"k": outcome.key_id, "b_ok": row["last_ok_at"], "b_res": row["last_result"]}
+                )
+            else:
+                new_rows.append({**_EMPTY, **row, "key_id": outcome.key_id, "owner_id": owner_id})
+            continue
+        if outcome.from_cache:
+            continue  # the same failure, already counted
+        kind = ErrorKind(getattr(outcome.error, "kind", ErrorKind.PROVIDER_ERROR)).value
+        if exists:
+            failed_rows.append({"k": outcome.key_id, "kind": kind})
+        else:
+            last_ok[outcome.key_id] = None
+            new_rows.append(
+                {
+                    **_EMPTY,
+                    "key_id": outcome.key_id,
+                    "owner_id": owner_id,
+                    "last_error_kind": kind,
+                    "last_error_at": now,
+                    "failing_since": now,
+                    "consecutive_failures": 1,
+                }
+            )
+    key = t.c.key_id == bindparam("k")
+    if ok_rows:
+        await s.execute(
+            update(t)
+            .where(key)
+            .values(
+                last_ok_at=bindparam("b_ok"),
+                last_result=bindparam("b_res"),
+                failing_since=None,
+                consecutive_failures=0,
+            ),
+            ok_rows,
+        )
+    if failed_rows:
+        await s.execute(
+            update(t)
+            .where(key)
+            .values(
+                last_error_kind=bindparam("kind"),
+                last_error_at=now,
+                failing_since=func.coalesce(t.c.failing_since, now),
+                consecutive_failures=func.coalesce(t.c.consecutive_failures, 0) + 1,
+            ),
+            failed_rows,
+        )
+    if new_rows:
+        ins = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert
+        stmt = ins(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key_id"],
+            set_={c: stmt.excluded[c] for c in _EMPTY},
+        )
+        await s.execute(stmt, new_rows)
+    if snapshots:
+        await s.execute(BalanceSnapshot.__table__.insert(), snapshots)
+
+
+_EMPTY: dict[str, Any] = {
+    "last_ok_at": None,
+    "last_result": None,
+    "last_error_kind": None,
+    "last_error_at": None,
+    "failing_since": None,
+    "consecutive_failures": 0,
+}
+
+
+def _snapshot(key_id: str, result: BalanceResult) -> dict[str, Any]:
+    return {
+        "key_id": key_id,
+        "taken_at": result.fetched_at,
+        "kind": result.kind.value,
+        "currency": result.currency,
+        "remaining": _text(result.remaining),
+        "total": _text(result.total),
+        "used": _text(result.used),
+    }
 
 
 def _apply(s: Any, row: KeyStatus, outcome: CheckOutcome, now: datetime) -> None:

@@ -54,6 +54,34 @@ class OutboxItem:
     timezone: str
 
 
+def outbox_row(
+    *,
+    idem_key: str,
+    user_id: int,
+    key_id: str | None,
+    kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The values of a new pending outbox row (for `enqueue` and `enqueue_many`)."""
+    return {
+        "idem_key": idem_key,
+        "user_id": user_id,
+        "key_id": key_id,
+        "kind": kind,
+        "payload": payload,
+        "status": PENDING,
+        "created_at": now,
+        "next_attempt_at": now,
+        "attempts": 0,
+    }
+
+
+def _insert(s: AsyncSession) -> Any:
+    ins = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert
+    return ins(AlertOutbox).on_conflict_do_nothing(index_elements=["idem_key"])
+
+
 async def enqueue(
     s: AsyncSession,
     *,
@@ -65,22 +93,17 @@ async def enqueue(
     now: datetime,
 ) -> bool:
     """Insert in the caller's transaction; False when that event is already recorded."""
-    values = {
-        "idem_key": idem_key,
-        "user_id": user_id,
-        "key_id": key_id,
-        "kind": kind,
-        "payload": payload,
-        "status": PENDING,
-        "created_at": now,
-        "next_attempt_at": now,
-        "attempts": 0,
-    }
-    dialect = s.bind.dialect.name
-    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = ins(AlertOutbox).values(**values).on_conflict_do_nothing(index_elements=["idem_key"])
-    result = await s.execute(stmt)
+    values = outbox_row(
+        idem_key=idem_key, user_id=user_id, key_id=key_id, kind=kind, payload=payload, now=now
+    )
+    result = await s.execute(_insert(s).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def enqueue_many(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """`enqueue` for many `outbox_row`s in one statement; events already recorded are skipped."""
+    if rows:
+        await s.execute(_insert(s), list(rows))
 
 
 class OutboxService:
@@ -92,7 +115,7 @@ class OutboxService:
         *,
         owner: str | None = None,
         clock: Clock = utcnow,
-        send_rate: float = 25.0,
+        send_rate: float = 28.0,
     ) -> None:
         self.db = db
         self.owner = owner or instance_id()

@@ -16,7 +16,6 @@ from bot.billing.http import HttpOptions
 from bot.billing.service import BillingService
 from bot.secret import Secret
 from bot.services.alerts import AlertService
-from bot.services.balances import BalanceService
 from bot.services.keys import KeyService
 from bot.services.masterkey import open_vault
 from bot.services.outbox import OutboxService
@@ -121,8 +120,7 @@ async def rig(make_settings: Callable[..., Settings], database_url: str) -> Asyn
         keys = KeyService(db, vault)
         clock = Clock()
         outbox = OutboxService(db, clock=clock)
-        record = BalanceService(db, keys, billing).record
-        alerts = AlertService(db, keys, billing, outbox, interval=60, clock=clock, record=record)
+        alerts = AlertService(db, keys, billing, outbox, interval=60, clock=clock, record=True)
         yield Rig(settings, db, keys, billing, outbox, alerts, providers, balances, clock)
     finally:
         await billing.aclose()
