@@ -9,6 +9,7 @@ failure into a `CheckOutcome` so one bad key never sinks a batch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -33,6 +34,7 @@ from bot.billing.ssrf import validate_base_url
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+_VALID_URLS_MAX = 10_000
 
 #: on_check(provider_id, outcome_kind, seconds): outcome_kind is "ok" or an ErrorKind value.
 CheckHook = Callable[[str, str, float], None]
@@ -128,6 +130,7 @@ class BillingService:
         self._clock: Clock = clock or time.monotonic
         self._allow_private = settings.allow_private_base_urls
         self._allowed_ports = allowed_ports
+        self._valid_urls: dict[str, str] = {}  # user base URL → canonical (accepted only)
         self._http = HttpClients(http_options, allow_private=self._allow_private)
         self._global_limit = global_limit
         self._global: asyncio.Semaphore | None = None  # created in the loop on first use
@@ -167,10 +170,21 @@ class BillingService:
         return _detect.detect(key, base_url, self._registry.values())
 
     def validate_base_url(self, url: str) -> str:
-        """Canonical form of a user's base URL, or BillingError(URL_REFUSED)."""
-        return validate_base_url(
-            url, allow_private=self._allow_private, allowed_ports=self._allowed_ports
-        )
+        """Canonical form of a user's base URL, or BillingError(URL_REFUSED).
+
+        A pure function of the text and this service's settings (DNS is checked at
+        connect time by the guarded resolver), so accepted URLs are memoised: the sweep
+        re-validates every user URL on every check.
+        """
+        canonical = self._valid_urls.get(url)
+        if canonical is None:
+            canonical = validate_base_url(
+                url, allow_private=self._allow_private, allowed_ports=self._allowed_ports
+            )
+            if len(self._valid_urls) >= _VALID_URLS_MAX:
+                self._valid_urls.clear()
+            self._valid_urls[url] = canonical
+        return canonical
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -325,6 +339,7 @@ class BillingService:
             log.exception("on_check hook failed")
 
 
+@functools.lru_cache(maxsize=4096)
 def _host_key(base_url: str, user_url: bool) -> str:
     url = httpx.URL(base_url)
     prefix = "user" if user_url else "trusted"
