@@ -28,7 +28,7 @@ from bot.billing import detect as _detect
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.http import HttpClients, HttpOptions, ProviderHttpClient
 from bot.billing.models import CheckOutcome, KeyRequest
-from bot.billing.providers.base import FetchContext, Provider
+from bot.billing.providers.base import FetchContext, Provider, SiteMemo
 from bot.billing.registry import default_registry
 from bot.billing.ssrf import validate_base_url
 from bot.settings import Settings
@@ -143,6 +143,7 @@ class BillingService:
         self._check_timeout = check_timeout
         self._inflight: dict[str, asyncio.Future[CheckOutcome]] = {}
         self._salt = os.urandom(16)
+        self._memo = SiteMemo()
         self.on_check = on_check
 
     async def aclose(self) -> None:
@@ -261,6 +262,7 @@ class BillingService:
                 base_url=base_url,
                 options=dict(req.options),
                 now=datetime.now(UTC),
+                memo=self._memo,
             )
             await self._hosts.acquire(host, limit)
             try:

@@ -9,8 +9,10 @@ belong to the HTTP layer (`bot.billing.http`) that hands it a `FetchContext`.
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -84,6 +86,33 @@ class HttpClient(Protocol):
     ) -> HttpReply: ...
 
 
+class SiteMemo:
+    """Facts about a site that do not depend on the key and rarely change — which
+    endpoints it has, its units — remembered for a while, so a sweep does not re-learn
+    them for every key on the same relay. One per BillingService; bounded; never a key.
+    """
+
+    def __init__(self, ttl: float = 3600.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._data: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+
+    def get(self, fact: Hashable) -> Any:
+        item = self._data.get(fact)
+        if item is None:
+            return None
+        if item[0] < time.monotonic():
+            del self._data[fact]
+            return None
+        return item[1]
+
+    def put(self, fact: Hashable, value: Any) -> None:
+        self._data[fact] = (time.monotonic() + self.ttl, value)
+        self._data.move_to_end(fact)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+
 @dataclass(frozen=True, slots=True)
 class FetchContext:
     http: HttpClient
@@ -91,6 +120,7 @@ class FetchContext:
     base_url: str  # resolved: the user's URL, the operator's override, or the default
     options: Mapping[str, str] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    memo: SiteMemo = field(default_factory=SiteMemo)  # shared per service; fresh if not given
 
     def bearer(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key.reveal()}"}

@@ -88,7 +88,11 @@ class RelayProvider(Provider):
         # A failure here is not conclusive (one-api has no such route); keep it in case the
         # legacy pair finds nothing either, so "no balance endpoint" does not hide it.
         deferred: BillingError | None = None
+        if ctx.memo.get(("relay:no-token-usage", root)):
+            return await self._legacy(ctx, root, headers)
         reply = await ctx.http.get(f"{root}/api/usage/token", headers=headers)
+        if _route_missing(reply):  # one-api and friends: skip this request next time
+            ctx.memo.put(("relay:no-token-usage", root), True)
         if reply.status == 429:
             reply.raise_for_common()  # the whole site is rate limiting us: stop here
         if reply.status == 200 and not reply.looks_html:
@@ -117,7 +121,16 @@ class RelayProvider(Provider):
     # -- new-api /api/usage/token ----------------------------------------------------------
 
     async def _site_units(self, ctx: FetchContext, root: str, headers: Mapping[str, str]) -> _Units:
-        """Read the site's quota unit and display currency from its public /api/status."""
+        """The site's quota unit and display currency (public /api/status), remembered."""
+        known = ctx.memo.get(("relay:units", root))
+        if isinstance(known, _Units):
+            return known
+        units = await self._read_units(ctx, root, headers)
+        if not units.extras.get("units_unknown"):
+            ctx.memo.put(("relay:units", root), units)
+        return units
+
+    async def _read_units(self, ctx: FetchContext, root: str, headers: Mapping[str, str]) -> _Units:
         reply = await ctx.http.get(f"{root}/api/status", headers=headers)
         reply.raise_for_common()
         payload = None if reply.status != 200 or reply.looks_html else reply.json_or_none()
@@ -259,6 +272,11 @@ class RelayProvider(Provider):
             state=state,
             extras=extras,
         )
+
+
+def _route_missing(reply: HttpReply) -> bool:
+    """The site has no /api/usage/token at all (404, or an SPA page), whoever asks."""
+    return reply.status == 404 or (reply.status == 200 and reply.looks_html)
 
 
 def _legacy_payload(reply: HttpReply) -> dict[str, Any] | None:
