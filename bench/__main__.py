@@ -42,6 +42,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="override AlertService.batch_size (experiment; default: the app's)",
     )
     p.add_argument(
+        "--host-limit",
+        type=int,
+        default=None,
+        help="override BillingService.trusted_host_limit, concurrent checks per provider "
+        "host (experiment; default: the app's 50)",
+    )
+    p.add_argument(
         "--send-rate",
         type=float,
         default=None,
@@ -303,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             "relay_sites": args.relay_sites, "baseline_keys": args.baseline_keys,
             "sweeps": args.sweeps, "alerts": args.alerts, "balance_runs": args.balance_runs,
             "quick": args.quick, "skip": sorted(skip), "sweep_batch": args.sweep_batch,
+            "host_limit": args.host_limit,
             "send_rate": args.send_rate,
             "key_mix": "40% deepseek, 20% moonshot (1 request), 40% relay (3 requests)",
         }  # fmt: skip
@@ -328,7 +336,13 @@ def main(argv: list[str] | None = None) -> int:
                 sweeps = 1 if "memory" in skip else args.sweeps
                 print(f"sweep × {sweeps}…", file=sys.stderr)
                 res["sweep"] = run_isolated(
-                    sweep_phase, cfg, sweeps, args.profile, args.sweep_batch, not args.no_core
+                    sweep_phase,
+                    cfg,
+                    sweeps,
+                    args.profile,
+                    args.sweep_batch,
+                    not args.no_core,
+                    args.host_limit,
                 )
                 if "memory" not in skip:
                     runs = res["sweep"]["runs"]

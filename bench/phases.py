@@ -152,7 +152,12 @@ def sweep_entry(services: Any) -> tuple[str, Callable[[int], Awaitable[tuple[int
 
 
 def sweep_phase(
-    cfg: BenchConfig, sweeps: int, profile: str | None, batch_size: int | None, core: bool
+    cfg: BenchConfig,
+    sweeps: int,
+    profile: str | None,
+    batch_size: int | None,
+    core: bool,
+    host_limit: int | None = None,
 ) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         from sqlalchemy import event
@@ -160,6 +165,8 @@ def sweep_phase(
         from bot.app import build_services, close_services
 
         services = await build_services(cfg.settings())
+        if host_limit:
+            services.billing.trusted_host_limit = host_limit
         label, run = sweep_entry(services)
         statements = [0]
 

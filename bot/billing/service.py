@@ -146,6 +146,15 @@ class BillingService:
         self._memo = SiteMemo()
         self.on_check = on_check
 
+    @property
+    def trusted_host_limit(self) -> int:
+        """Concurrent checks per built-in/operator host: politeness towards one provider."""
+        return self._trusted_host_limit
+
+    @trusted_host_limit.setter
+    def trusted_host_limit(self, value: int) -> None:
+        self._trusted_host_limit = max(1, value)
+
     async def aclose(self) -> None:
         await self._http.aclose()
         self._cache.clear()
