@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,23 +108,33 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-@pytest.mark.slow
-async def test_sigkill_mid_sweep_neither_drops_nor_doubles(
-    make_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
+@dataclass
+class HangingSweep:
+    tg: FakeTelegram
+    providers: FakeProviderServer
+    users: list[int]
+    env: dict[str, str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def hanging_sweep(
+    make_settings: Callable[..., Settings], tmp_path: Path, users: list[int], latency: float
+) -> AsyncIterator[HangingSweep]:
+    """One bot process, one key per user with a threshold of 50 at a balance of 100; after a
+    quiet sweep the balances drop to 10 and the provider hangs `latency` s: a sweep is then
+    under way, its checks in flight, when the context is entered."""
     tg = await FakeTelegram().start()
     providers = await FakeProviderServer().start()
     balances = Balances()
     balances.install(providers)
     url = f"sqlite+aiosqlite:///{tmp_path}/data/bot.db"
-    users = list(range(3001, 3011))
     secrets = await seed(make_settings, url, users, 1)
     for uid in users:
         tg.user(uid, started=True)
     balances.amounts.update(dict.fromkeys(secrets, "100"))
-    env = bot_env(tg, providers, url, tmp_path)
-    first = spawn(env, tmp_path, tmp_path / "first.log")
-    procs = [first]
+    scene = HangingSweep(tg, providers, users, bot_env(tg, providers, url, tmp_path))
+    scene.procs.append(spawn(scene.env, tmp_path, tmp_path / "first.log"))
     try:
         await ready(tg, 1)
 
@@ -130,7 +142,7 @@ async def test_sigkill_mid_sweep_neither_drops_nor_doubles(
             return providers.count("/user/balance") >= 2 * len(secrets)
 
         await poll_until(swept, 20)  # two quiet sweeps at 100
-        providers.latency = 3.0  # the next sweep hangs at the provider...
+        providers.latency = latency  # the next sweep hangs at the provider...
         balances.amounts.update(dict.fromkeys(secrets, "10"))
         seen = providers.count("/user/balance")
 
@@ -138,24 +150,38 @@ async def test_sigkill_mid_sweep_neither_drops_nor_doubles(
             return providers.count("/user/balance") >= seen + len(secrets)
 
         await poll_until(in_flight, 20)
-        first.send_signal(signal.SIGKILL)  # ...and the process dies in the middle of it
-        first.wait(10)
-        assert low_alerts(tg) == Counter()
-        providers.latency = 0.0
-        second = spawn(env, tmp_path, tmp_path / "second.log")
-        procs.append(second)
-
-        def all_arrived() -> bool | None:
-            return len(low_alerts(tg)) == len(users) or None
-
-        await tg.wait_until(all_arrived, 40, lambda: f"{low_alerts(tg)}")
-        await asyncio.sleep(3)  # more sweeps: still nothing new
-        assert set(low_alerts(tg).values()) == {1}
+        yield scene
     finally:
-        for proc in procs:
+        for proc in scene.procs:
             stop(proc)
         await tg.stop()
         await providers.stop()
+
+
+async def each_alert_once_after_restart(scene: HangingSweep, tmp_path: Path) -> None:
+    """Restart with a fast provider: every user gets exactly one low-balance alert."""
+    scene.providers.latency = 0.0
+    scene.procs.append(spawn(scene.env, tmp_path, tmp_path / "second.log"))
+
+    def all_arrived() -> bool | None:
+        return len(low_alerts(scene.tg)) == len(scene.users) or None
+
+    await scene.tg.wait_until(all_arrived, 40, lambda: f"{low_alerts(scene.tg)}")
+    await asyncio.sleep(3)  # more sweeps: still nothing new
+    assert set(low_alerts(scene.tg).values()) == {1}
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_sweep_neither_drops_nor_doubles(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    users = list(range(3001, 3011))
+    async with hanging_sweep(make_settings, tmp_path, users, latency=3.0) as scene:
+        first = scene.procs[0]
+        first.send_signal(signal.SIGKILL)  # ...and the process dies in the middle of it
+        first.wait(10)
+        assert low_alerts(scene.tg) == Counter()
+        await each_alert_once_after_restart(scene, tmp_path)
 
 
 @pytest.mark.slow
