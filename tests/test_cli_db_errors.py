@@ -15,8 +15,13 @@ def test_unreachable_postgres_is_one_line(tmp_path: Path) -> None:
         DATABASE_URL=f"postgresql+asyncpg://bob:hunter2@127.0.0.1:{free_port()}/nowhere",
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "bot", "migrate"], env=env, cwd=tmp_path, capture_output=True,
-        text=True, timeout=60, check=False,
+        [sys.executable, "-m", "bot", "migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 69
     lines = proc.stderr.strip().splitlines()

@@ -65,8 +65,16 @@ class FakeProviderServer:
 
     # -- scripting -------------------------------------------------------------------
 
-    def reply(self, path: str, status: int = 200, *, json: Any = None, body: bytes | str | None = None,
-              headers: Mapping[str, str] | None = None, delay: float = 0.0) -> None:
+    def reply(
+        self,
+        path: str,
+        status: int = 200,
+        *,
+        json: Any = None,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
         self._scripts[path] = [Reply(status, json, body, dict(headers or {}), delay)]
 
     def script(self, path: str, replies: list[Reply]) -> None:
@@ -101,15 +109,19 @@ class FakeProviderServer:
             queue = self._scripts[request.path]
             reply = queue.pop(0) if len(queue) > 1 else queue[0]
         else:
-            reply = Reply(404, body="<html><body><h1>404 Not Found</h1></body></html>",
-                          headers={"Content-Type": "text/html"})
+            reply = Reply(
+                404,
+                body="<html><body><h1>404 Not Found</h1></body></html>",
+                headers={"Content-Type": "text/html"},
+            )
         delay = reply.delay + self.latency
         if delay:
             await asyncio.sleep(delay)
         raw, ctype = reply.encode()
         headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-type"}
-        return web.Response(status=reply.status, body=raw, content_type=ctype.split(";")[0],
-                            headers=headers)
+        return web.Response(
+            status=reply.status, body=raw, content_type=ctype.split(";")[0], headers=headers
+        )
 
     async def start(self) -> FakeProviderServer:
         app = web.Application()
