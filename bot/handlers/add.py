@@ -20,10 +20,10 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import CheckOutcome
+from bot.billing.models import CheckOutcome, FigureKind
 from bot.billing.providers.base import Provider
 from bot.context import BotContext
-from bot.handlers import callbacks, fallback
+from bot.handlers import alerts, callbacks, fallback
 from bot.handlers import format as fmt
 from bot.handlers.chat import (
     add_service,
@@ -89,6 +89,7 @@ TOO_MANY = N_(
     "Delete one with /remove first. Nothing was saved."
 )
 NOT_SAVED = N_("Not saved. Nothing was stored.")
+OFFER_ALERT = N_("🔔 Alert me when it runs low")
 SLOW_DOWN = N_(
     "⏳ You have added many keys in the last hour. Please try again later. Nothing was stored."
 )
@@ -338,10 +339,26 @@ async def finish(
         await say(context, user_id, text, InlineKeyboardMarkup([buttons]), notes)
         return
     await store.clear(user_id)
+    markup = None
     if result.status is Status.SAVED and result.key is not None:
         await _remember_check(context, user_id, result, confirmed)
+        markup = _alert_offer(context, result.key.id, provider_id)
     text = render_result(context, result, title, confirmed)
-    await say(context, user_id, text, notes=notes)
+    await say(context, user_id, text, markup, notes=notes)
+
+
+def _alert_offer(context: BotContext, key_id: str, provider_id: str) -> InlineKeyboardMarkup | None:
+    """Low-balance alerts are off until set: offer one right away, where a balance exists."""
+    try:
+        provider = context.services.billing.provider(provider_id)
+    except KeyError:
+        return None
+    if provider.kind is not FigureKind.BALANCE:
+        return None
+    data = callbacks.encode(alerts.PREFIX, "thr", key_id)  # the alerts feature takes it from here
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(context.t(OFFER_ALERT), callback_data=data)]]
+    )
 
 
 async def _remember_check(
