@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.providers.base import HttpReply
+from bot.billing.providers.base import FetchContext, HttpReply
 
 __all__ = [
     "api_root",
@@ -130,3 +130,11 @@ def api_root(base_url: str) -> str:
 def plain(value: Decimal) -> str:
     """A Decimal as plain text for extras: `0.0000001`, never `1E-7`; JSON-safe."""
     return format(value, "f")
+
+
+async def get_json_object(ctx: FetchContext, url: str) -> dict[str, Any]:
+    """The common first step of a balance call: GET with the Bearer key, map the status,
+    and insist on a JSON object. Providers then read their own fields and error codes."""
+    reply = await ctx.http.get(url, headers=ctx.bearer())
+    raise_for_status(reply)
+    return json_object(reply)

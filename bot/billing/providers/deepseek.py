@@ -16,10 +16,9 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
 from bot.billing.providers._parse import (
     api_root,
+    get_json_object,
     is_bare_sk,
-    json_object,
     plain,
-    raise_for_status,
     to_decimal,
 )
 from bot.billing.providers.base import FetchContext, Match, Provider
@@ -41,9 +40,7 @@ class DeepSeekProvider(Provider):
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
-        reply = await ctx.http.get(f"{api_root(ctx.base_url)}/user/balance", headers=ctx.bearer())
-        raise_for_status(reply)
-        body = json_object(reply)
+        body = await get_json_object(ctx, f"{api_root(ctx.base_url)}/user/balance")
         if body.get("error"):
             raise BillingError(ErrorKind.PROVIDER_ERROR, "error body in HTTP 200", status=200)
 

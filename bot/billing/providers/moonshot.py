@@ -17,10 +17,9 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
 from bot.billing.providers._parse import (
     api_root,
+    get_json_object,
     is_bare_sk,
-    json_object,
     plain,
-    raise_for_status,
     to_decimal,
 )
 from bot.billing.providers.base import FetchContext, Match, Provider
@@ -41,9 +40,7 @@ class MoonshotProvider(Provider):
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
         url = f"{api_root(ctx.base_url)}/v1/users/me/balance"
-        reply = await ctx.http.get(url, headers=ctx.bearer())
-        raise_for_status(reply)
-        body = json_object(reply)
+        body = await get_json_object(ctx, url)
         _raise_for_error_body(body)
 
         data = body.get("data")

@@ -13,7 +13,12 @@ from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind
-from bot.billing.providers._parse import api_root, json_object, plain, raise_for_status, to_decimal
+from bot.billing.providers._parse import (
+    api_root,
+    get_json_object,
+    plain,
+    to_decimal,
+)
 from bot.billing.providers.base import FetchContext, Match, Provider
 
 #: Novita's money unit is 1/10000 USD: 10^-4.
@@ -39,9 +44,7 @@ class NovitaProvider(Provider):
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
         url = f"{_site_root(ctx.base_url)}/openapi/v1/billing/balance/detail"
-        reply = await ctx.http.get(url, headers=ctx.bearer())
-        raise_for_status(reply)
-        body = json_object(reply)
+        body = await get_json_object(ctx, url)
         if body.get("availableBalance") is None:
             raise _error_for(body)
 

@@ -17,10 +17,9 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind
 from bot.billing.providers._parse import (
     api_root,
+    get_json_object,
     is_bare_sk,
-    json_object,
     plain,
-    raise_for_status,
     to_decimal,
 )
 from bot.billing.providers.base import FetchContext, Match, Provider
@@ -44,9 +43,7 @@ class SiliconFlowProvider(Provider):
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
         url = f"{api_root(ctx.base_url)}/v1/user/info"
-        reply = await ctx.http.get(url, headers=ctx.bearer())
-        raise_for_status(reply)
-        body = json_object(reply)
+        body = await get_json_object(ctx, url)
         if body.get("code") not in (_OK_CODE, str(_OK_CODE)):
             raise _error_for(body)
 

@@ -15,10 +15,9 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind
 from bot.billing.providers._parse import (
     api_root,
+    get_json_object,
     is_bare_sk,
-    json_object,
     plain,
-    raise_for_status,
     to_decimal,
 )
 from bot.billing.providers.base import FetchContext, Match, Provider
@@ -39,9 +38,7 @@ class StepFunProvider(Provider):
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
-        reply = await ctx.http.get(f"{api_root(ctx.base_url)}/v1/accounts", headers=ctx.bearer())
-        raise_for_status(reply)
-        body = json_object(reply)
+        body = await get_json_object(ctx, f"{api_root(ctx.base_url)}/v1/accounts")
         _raise_for_error_body(body)
         if body.get("balance") is None:
             raise BillingError(ErrorKind.MALFORMED, "no balance")
