@@ -312,23 +312,7 @@ class BalanceService:
                     )
                 ).all()
             )
-            rows = {
-                r.key_id: r
-                for r in (
-                    await s.scalars(select(KeyStatus).where(KeyStatus.key_id.in_(list(alive))))
-                ).all()
-            }
-            for outcome in outcomes:
-                if outcome.key_id not in alive:
-                    continue
-                row = rows.get(outcome.key_id)
-                if row is None:
-                    row = KeyStatus(
-                        key_id=outcome.key_id, owner_id=owner_id, consecutive_failures=0
-                    )
-                    s.add(row)
-                    rows[outcome.key_id] = row
-                _apply(s, row, outcome, now)
+            await record_rows(s, [(owner_id, o) for o in outcomes if o.key_id in alive], now)
 
 
 async def record_rows(
@@ -446,36 +430,6 @@ def _snapshot(key_id: str, result: BalanceResult) -> dict[str, Any]:
         "total": _text(result.total),
         "used": _text(result.used),
     }
-
-
-def _apply(s: Any, row: KeyStatus, outcome: CheckOutcome, now: datetime) -> None:
-    result = outcome.result
-    if result is not None:
-        if row.last_ok_at is not None and result.fetched_at <= row.last_ok_at:
-            return  # this reading is already stored
-        row.last_ok_at = result.fetched_at
-        row.last_result = result_to_json(result)
-        row.failing_since = None
-        row.consecutive_failures = 0
-        s.add(
-            BalanceSnapshot(
-                key_id=row.key_id,
-                taken_at=result.fetched_at,
-                kind=result.kind.value,
-                currency=result.currency,
-                remaining=_text(result.remaining),
-                total=_text(result.total),
-                used=_text(result.used),
-            )
-        )
-        return
-    if outcome.from_cache:
-        return  # the same failure, already counted
-    kind = getattr(outcome.error, "kind", ErrorKind.PROVIDER_ERROR)
-    row.last_error_kind = ErrorKind(kind).value
-    row.last_error_at = now
-    row.failing_since = row.failing_since or now
-    row.consecutive_failures = (row.consecutive_failures or 0) + 1
 
 
 def _text(value: Decimal | None) -> str | None:
