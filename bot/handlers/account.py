@@ -20,7 +20,7 @@ from bot.context import BotContext
 from bot.handlers import callbacks
 from bot.handlers.chat import account_service, clear_keyboard, is_private, private_link
 from bot.i18n import LANGUAGES, N_, Translator
-from bot.services.keys import InvalidLabel, KeyView, clean_label
+from bot.services.keys import KeyView, match_label
 
 PREFIX = "acc"
 CONFIRM_SECONDS = 600
@@ -96,16 +96,9 @@ def _title(context: BotContext, provider_id: str) -> str:
 # -- /remove --------------------------------------------------------------------------------
 
 
-async def find_key(context: BotContext, user_id: int, raw: str) -> KeyView | None:
-    """By label as typed, or as /add would have stored it (spaces folded to '-')."""
-    keys = context.services.keys
-    found = await keys.find(user_id, raw)
-    if found is None:
-        try:
-            found = await keys.find(user_id, clean_label(raw))
-        except InvalidLabel:
-            return None
-    return found
+def find_key(keys: list[KeyView], raw: str) -> KeyView | None:
+    label = match_label([k.label for k in keys], raw)
+    return next((k for k in keys if k.label == label), None)
 
 
 async def cmd_remove(update: Update, context: BotContext) -> None:
@@ -122,7 +115,7 @@ async def cmd_remove(update: Update, context: BotContext) -> None:
     if not raw:
         await message.reply_text(t(REMOVE_USAGE, labels=_labels(keys)))
         return
-    key = await find_key(context, user.id, raw)
+    key = find_key(keys, raw)
     if key is None:
         await message.reply_text(t(NO_SUCH_KEY, label=_e(raw[:64]), labels=_labels(keys)))
         return

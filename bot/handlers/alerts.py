@@ -31,6 +31,7 @@ from bot.i18n import N_, Translator, translator
 from bot.services import alerts as rules
 from bot.services.alerts import AlertService, BadSpec, KeyAlerts, Prefs
 from bot.services.balances import KeyReport
+from bot.services.keys import match_label
 from bot.services.outbox import MAX_ATTEMPTS, OutboxItem, OutboxService
 
 log = logging.getLogger(__name__)
@@ -386,9 +387,8 @@ async def alerts_command(update: Update, context: BotContext) -> None:
     if target.lower() == "all":
         chosen = views
     else:
-        match = [v for v in views if v.label == target] or [
-            v for v in views if v.label.casefold() == target.casefold()
-        ]
+        label = match_label([v.label for v in views], target)
+        match = [v for v in views if v.label == label]
         if not match:
             names = ", ".join(f"<code>{html.escape(v.label)}</code>" for v in views)
             await message.reply_text(t(UNKNOWN_LABEL, label=html.escape(target[:64]), labels=names))

@@ -18,6 +18,7 @@ from bot.context import BotContext
 from bot.handlers import format as fmt
 from bot.i18n import N_
 from bot.services.balances import KeyReport
+from bot.services.keys import match_label
 
 QUICK_SECONDS = 0.6  # answers faster than this need no "checking…" message
 
@@ -42,16 +43,14 @@ async def balance(update: Update, context: BotContext) -> None:
     labels: list[str] | None = None
     if context.args:
         wanted = " ".join(context.args).strip()
-        found = await services.keys.find(user.id, wanted)
-        if found is None:
-            found = next((k for k in keys if k.label.casefold() == wanted.casefold()), None)
+        found = match_label([k.label for k in keys], wanted)
         if found is None:
             names = ", ".join(f"<code>{html.escape(k.label)}</code>" for k in keys)
             await message.reply_text(
                 context.t(UNKNOWN_LABEL, label=html.escape(wanted[:64]), labels=names)
             )
             return
-        labels = [found.label]
+        labels = [found]
     count = 1 if labels else len(keys)
     task = asyncio.create_task(services.balances.check_user(user.id, labels))
     done, _ = await asyncio.wait({task}, timeout=QUICK_SECONDS)

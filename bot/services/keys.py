@@ -7,6 +7,7 @@ Every method takes the owner's id and scopes its query by it. Plaintext keys ent
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import unicodedata
@@ -108,6 +109,19 @@ def clean_key(raw: str) -> Secret:
     ):
         raise InvalidKey("not a key")
     return Secret(key)
+
+
+def match_label(labels: Sequence[str], raw: str) -> str | None:
+    """The stored label a user meant: as typed, as /add would have stored it (spaces
+    folded to '-'), then either one ignoring case. One rule for every command."""
+    wanted = [raw.strip()]
+    with contextlib.suppress(InvalidLabel):
+        wanted.append(clean_label(raw))
+    for name in wanted:
+        if name in labels:
+            return name
+    folded = {label.casefold(): label for label in labels}
+    return next((folded[n.casefold()] for n in wanted if n.casefold() in folded), None)
 
 
 def next_label(base: str, taken: set[str]) -> str:

@@ -1,0 +1,22 @@
+"""One rule for naming a key in /balance, /remove and /alerts."""
+
+from __future__ import annotations
+
+from bot.services.keys import match_label
+
+LABELS = ["deepseek", "My-Key", "工作"]
+
+
+def test_exact_cleaned_and_case_insensitive() -> None:
+    assert match_label(LABELS, "deepseek") == "deepseek"
+    assert match_label(LABELS, "  deepseek ") == "deepseek"
+    assert match_label(LABELS, "My Key") == "My-Key"  # as /add would have stored it
+    assert match_label(LABELS, "my-key") == "My-Key"
+    assert match_label(LABELS, "DEEPSEEK") == "deepseek"
+    assert match_label(LABELS, "工作") == "工作"
+
+
+def test_unknown_or_invalid_is_none() -> None:
+    assert match_label(LABELS, "openai") is None
+    assert match_label(LABELS, "") is None
+    assert match_label(LABELS, "x\x00y") is None
