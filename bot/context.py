@@ -17,6 +17,7 @@ from bot.services.balances import ManualCheckLimiter
 
 if TYPE_CHECKING:
     from bot.billing.service import BillingService
+    from bot.handlers.alerts import Sender as AlertSender
     from bot.services.alerts import AlertService
     from bot.services.balances import BalanceService
     from bot.services.keys import KeyService
@@ -46,6 +47,7 @@ class BotData:
     def __init__(self) -> None:
         self.services: Services | None = None
         self.settings: Settings | None = None
+        self.sender: AlertSender | None = None  # delivers the alert outbox (handlers.alerts)
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):

@@ -651,7 +651,6 @@ class Sender:
             slots.release()
 
 
-_SENDERS: dict[int, Sender] = {}
 JOB_KWARGS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 
 
@@ -671,7 +670,7 @@ async def sweep_job(context: BotContext) -> None:
 
 def _kick(context: BotContext) -> None:
     """Deliver new outbox rows now, without making the sweep wait for the sends."""
-    sender = _SENDERS.get(id(context.application))
+    sender = context.bot_data.sender
     if sender is not None:
         context.application.create_task(sender.run(context))
 
@@ -690,7 +689,7 @@ def schedule(app: Application) -> None:  # type: ignore[type-arg]
     if services is None or services.outbox is None or app.job_queue is None:
         return
     interval = services.settings.alert_interval_seconds
-    sender = _SENDERS[id(app)] = Sender(services.outbox)
+    sender = app.bot_data.sender = Sender(services.outbox)
     jq = app.job_queue
     jq.run_repeating(
         sweep_job, interval=interval, first=min(interval, 5.0), name="alerts-sweep",
@@ -707,7 +706,7 @@ def schedule(app: Application) -> None:  # type: ignore[type-arg]
 
 
 def sender_for(app: Application) -> Sender | None:  # type: ignore[type-arg]
-    return _SENDERS.get(id(app))
+    return app.bot_data.sender  # type: ignore[no-any-return]
 
 
 def stop(app: Application) -> None:  # type: ignore[type-arg]
@@ -715,7 +714,7 @@ def stop(app: Application) -> None:  # type: ignore[type-arg]
     services = app.bot_data.services
     if services is not None and services.alerts is not None:
         services.alerts.request_stop()
-    sender = _SENDERS.get(id(app))
+    sender = app.bot_data.sender
     if sender is not None:
         sender.stopping = True
 
