@@ -174,3 +174,21 @@ def test_pack_splits_only_between_blocks() -> None:
     assert all(fmt.visible_len(c) <= 250 for c in chunks)
     assert "\n\n".join(chunks) == "\n\n".join(blocks)
     assert fmt.visible_len("<b>&lt;</b>🚀") == 3  # "<" plus a surrogate pair
+
+
+def test_retired_balance_api_is_said_in_the_providers_words() -> None:
+    """SiliconFlow .cn retired /v1/user/info: "valid", with why there is no figure."""
+    tz = fmt.zone("UTC")
+    retired = result(
+        provider="siliconflow",
+        kind=FigureKind.VALIDITY,
+        extras={"hint": "balance_api_retired", "retired_on": "2026-08-14"},
+    )
+    lines = fmt.detail_lines(retired, NOW, tz, EN)
+    assert lines == [
+        "valid — no balance API",
+        "<i>SiliconFlow no longer offers a balance API for this site; the key itself works.</i>",
+    ]
+    zh = fmt.detail_lines(retired, NOW, tz, ZH)
+    assert "硅基流动已停止为该站点提供余额接口" in zh[1]
+    assert fmt.mark(retired, NOW) == fmt.OK

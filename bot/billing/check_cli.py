@@ -18,6 +18,7 @@ from typing import TextIO
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyRequest, KeyState
+from bot.billing.providers.base import Provider
 from bot.billing.service import BillingService
 from bot.secret import Secret
 from bot.settings import Settings
@@ -126,12 +127,12 @@ async def run_check(
     say(f"provider:  {provider.title} ({provider.id})")
     say(f"key:       {secret.hint}")
     if outcome.result is not None:
-        for line in format_result(outcome.result):
+        for line in format_result(outcome.result, provider):
             say(line)
         return EXIT_OK
     error = outcome.error
     if isinstance(error, BillingError):
-        for line in format_error(error):
+        for line in format_error(error, provider):
             say(line)
     else:
         say("error: " + EXPLAIN[ErrorKind.PROVIDER_ERROR])
@@ -176,13 +177,21 @@ def _clean(text: object) -> str:
     return "".join(c if c.isprintable() else "?" for c in str(text))[:200]
 
 
-def format_result(result: BalanceResult) -> list[str]:
+def _explained(provider: Provider | None, topic: object) -> str | None:
+    text = provider.explanations.get(str(topic)) if provider is not None and topic else None
+    return text if isinstance(text, str) else None
+
+
+def format_result(result: BalanceResult, provider: Provider | None = None) -> list[str]:
     """Plain-text lines for one result; only figures the provider actually gave."""
     lines: list[str] = []
     cur = result.currency
     est = " (estimate)" if result.estimate else ""
     if result.kind is FigureKind.VALIDITY:
         lines.append("status:    valid — no balance API")
+        note = _explained(provider, result.extras.get("hint"))
+        if note:
+            lines.append(f"note:      {note}")
     elif result.kind is FigureKind.SPEND:
         if result.used is not None:
             since = f" since {_when(result.period_start)}" if result.period_start else ""
@@ -213,8 +222,9 @@ def format_result(result: BalanceResult) -> list[str]:
     return lines
 
 
-def format_error(error: BillingError) -> list[str]:
-    lines = [f"error: {EXPLAIN.get(error.kind, 'The check failed.')}"]
+def format_error(error: BillingError, provider: Provider | None = None) -> list[str]:
+    own = _explained(provider, error.kind.value)
+    lines = [f"error: {own or EXPLAIN.get(error.kind, 'The check failed.')}"]
     facts = [f"kind={error.kind.value}"]
     if error.detail:
         facts.append(f"detail={error.detail}")

@@ -243,8 +243,17 @@ def error_mark(kind: ErrorKind) -> str:
     return WARN
 
 
-def error_sentence(kind: ErrorKind, t: Translator) -> str:
-    return t(ERROR_SENTENCES.get(kind, ERROR_SENTENCES[ErrorKind.PROVIDER_ERROR]))
+def explanation(provider_id: str, topic: object) -> str | None:
+    """The provider's own words for an error kind or a result hint (an English msgid)."""
+    provider = default_registry().get(provider_id)
+    text = provider.explanations.get(str(topic)) if provider is not None and topic else None
+    return text if isinstance(text, str) else None
+
+
+def error_sentence(kind: ErrorKind, t: Translator, provider_id: str | None = None) -> str:
+    """What went wrong; the provider's own explanation when it has one for this kind."""
+    own = explanation(provider_id, kind.value) if provider_id else None
+    return t(own or ERROR_SENTENCES.get(kind, ERROR_SENTENCES[ErrorKind.PROVIDER_ERROR]))
 
 
 def headline(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) -> str:
@@ -299,7 +308,9 @@ def detail_lines(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translat
         else:
             lines.append(t(T_USED, used=used))
     if result.kind is FigureKind.VALIDITY:
-        hint = VALIDITY_HINTS.get(result.provider, VALIDITY_HINT)
+        hint = explanation(result.provider, result.extras.get("hint")) or VALIDITY_HINTS.get(
+            result.provider, VALIDITY_HINT
+        )
         lines.append(f"<i>{t(hint)}</i>")
     if result.state is KeyState.EXHAUSTED:
         lines.append(t(T_EXHAUSTED))
@@ -346,7 +357,7 @@ def report_block(report: KeyReport, v: View) -> str:
     kind = report.error or ErrorKind.PROVIDER_ERROR
     lines = [
         title_line(error_mark(kind), key.label, key.provider, v.t),
-        error_sentence(kind, v.t),
+        error_sentence(kind, v.t, key.provider),
     ]
     if report.last_known is not None and report.last_known_at is not None:
         figure = short_figure(report.last_known, v.t)

@@ -220,3 +220,17 @@ def test_parse_specs() -> None:
     for bad in (["-1"], ["0"], ["100%"], ["abc"], ["1", "2", "3", "4", "5", "6"], ["1e9"]):
         with pytest.raises(BadSpec):
             parse_specs(bad)
+
+
+async def test_siliconflow_retired_balance_route_never_alerts(rig: Rig) -> None:
+    """.cn /v1/user/info answers 410/20092 since 2026-08-14: the key works, so a day of
+    sweeps brings neither a revoked-key alert nor a "checks failing" one."""
+    rig.providers.reply("/v1/user/info", 410, json={"code": 20092, "message": "discontinued"})
+    rig.providers.reply("/v1/models", json={"object": "list", "data": []})
+    key_id = await rig.add_key(USER, "sk-sfretired00000000000001", provider="siliconflow")
+    for _ in range(3):
+        await rig.sweep(hours=13)
+    assert await rig.kinds() == []
+    async with rig.db.session() as s:
+        state = (await s.execute(select(AlertState).where(AlertState.key_id == key_id))).scalar()
+    assert state is not None and not state.memory.get("rev") and state.failing_since is None

@@ -200,3 +200,19 @@ def test_format_variants() -> None:
         _result(kind=FigureKind.BALANCE, currency="USD", remaining=Decimal("3"), estimate=True)
     )
     assert "remaining: 3 USD (estimate)" in estimate
+
+
+def test_provider_explanations_replace_the_generic_words() -> None:
+    siliconflow = default_registry()["siliconflow"]
+    retired = BalanceResult(
+        provider="siliconflow", kind=FigureKind.VALIDITY, extras={"hint": "balance_api_retired"}
+    )
+    lines = format_result(retired, siliconflow)
+    assert lines[:2] == [
+        "status:    valid — no balance API",
+        "note:      SiliconFlow no longer offers a balance API for this site; the key itself "
+        "works.",
+    ]
+    assert format_error(BillingError(ErrorKind.NETWORK), siliconflow)[0] == (
+        "error: " + EXPLAIN[ErrorKind.NETWORK]
+    )

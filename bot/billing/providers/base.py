@@ -142,6 +142,11 @@ class Provider(ABC):
     default_base_url: ClassVar[str | None] = None
     needs_base_url: ClassVar[bool] = False  # the user must give a base URL (relay)
     order: ClassVar[int] = 100  # position in the provider buttons
+    #: What this provider needs said in its own words (English msgids, translated by the
+    #: UI): keyed by an ErrorKind value for a failure (e.g. "wrong_key_type": which key
+    #: the provider wants) or by a result's `extras["hint"]` for an answer (e.g.
+    #: "balance_api_retired"). Fixed texts only, never upstream words.
+    explanations: ClassVar[Mapping[str, str]] = {}
 
     def detect(self, key: str) -> Match:
         """Guess from the key's shape only; never by sending it anywhere."""
