@@ -138,3 +138,62 @@ def test_result_json_round_trip_is_exact() -> None:
     back = result_from_json(result_to_json(original))
     assert back == original
     assert result_from_json({"provider": "x", "kind": "nonsense"}) is None
+
+
+def _windowed_results():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    from bot.billing.models import BalanceResult, KeyState, Unit, Window, WindowState
+
+    reset = datetime(2026, 12, 1, 14, 20, tzinfo=UTC)
+    quota = BalanceResult(
+        provider="kimi-code", kind=FigureKind.QUOTA, state=KeyState.EXHAUSTED,
+        windows=(
+            Window("5h", used=Decimal("100"), limit=Decimal("100"), unit=Unit.REQUESTS,
+                   resets_at=reset, period=timedelta(hours=5), state=WindowState.EXHAUSTED),
+            Window("weekly", used_pct=Decimal("37.5"), resets_at=reset + timedelta(days=3)),
+            Window("monthly", used=Decimal("1.25"), limit=Decimal("20"), unit=Unit.MONEY,
+                   currency="USD", period=timedelta(days=30)),
+            Window("MiniMax-M2", state=WindowState.UNLIMITED),
+        ),
+        fetched_at=reset - timedelta(hours=1),
+    )  # fmt: skip
+    points = BalanceResult(
+        provider="poe", kind=FigureKind.BALANCE, remaining=Decimal(12345), unit=Unit.POINTS,
+        fetched_at=reset - timedelta(hours=1),
+    )  # fmt: skip
+    return quota, points
+
+
+def test_windows_and_unit_round_trip_through_json() -> None:
+    import json
+
+    for original in _windowed_results():
+        stored = json.loads(json.dumps(result_to_json(original)))  # as the JSON column does
+        assert result_from_json(stored) == original
+    quota, _ = _windowed_results()
+    broken = result_to_json(quota)
+    broken["windows"][0]["used_pct"] = "250"  # outside 0-100: unusable, not clamped
+    assert result_from_json(broken) is None
+    old_row = result_to_json(quota)
+    del old_row["windows"], old_row["unit"]  # a row written before windows existed
+    back = result_from_json(old_row)
+    assert back is not None and back.windows == () and back.unit is None
+
+
+async def test_windows_and_unit_survive_key_status_storage(env: Env) -> None:
+    from bot.billing.models import CheckOutcome
+
+    quota, points = _windowed_results()
+    a = await env.keys.add(1, Secret("sk-kimi-0123456789abcdef"), "deepseek", label="plan")
+    b = await env.keys.add(1, Secret("sk-poe-0123456789abcdef"), "deepseek", label="poe")
+    await env.balances.record(
+        1, [CheckOutcome(a.key.id, "kimi-code", result=quota),
+            CheckOutcome(b.key.id, "poe", result=points)]
+    )  # fmt: skip
+    statuses = await env.balances.statuses(1)
+    assert statuses[a.key.id].last_result == quota
+    assert statuses[b.key.id].last_result == points
+    async with env.db.session() as s:
+        kinds = set((await s.scalars(select(BalanceSnapshot.kind))).all())
+    assert kinds == {"quota", "balance"}

@@ -192,3 +192,82 @@ def test_retired_balance_api_is_said_in_the_providers_words() -> None:
     zh = fmt.detail_lines(retired, NOW, tz, ZH)
     assert "硅基流动已停止为该站点提供余额接口" in zh[1]
     assert fmt.mark(retired, NOW) == fmt.OK
+
+
+# -- non-money units and plan windows -------------------------------------------------------
+
+
+def test_points_and_characters_never_get_a_currency_symbol() -> None:
+    assert fmt.money(Decimal(12345), None, EN, unit="points") == "12,345 points"
+    assert fmt.money(Decimal("12.5"), None, EN, unit="characters") == "12.50 characters"
+    poe = result(provider="poe", remaining=Decimal(12345), unit="points")
+    tz = fmt.zone("UTC")
+    assert fmt.headline(poe, NOW, tz, EN) == "<b>12,345 points</b> left"
+    assert fmt.short_figure(poe, EN) == "12,345 points"
+    eleven = result(remaining=Decimal(9000), total=Decimal(10000), used=Decimal(1000),
+                    unit="characters")  # fmt: skip
+    assert fmt.detail_lines(eleven, NOW, tz, EN)[:2] == [
+        "<b>9,000 characters</b> left",
+        "used 1,000 characters of 10,000 characters",
+    ]
+    assert "$" not in fmt.short_figure(poe, ZH) and "¥" not in fmt.short_figure(poe, ZH)
+
+
+def test_points_are_never_added_into_money_totals() -> None:
+    reports = [
+        KeyReport(key(), result=result(remaining=Decimal("1.5"), currency="USD")),
+        KeyReport(key(), result=result(remaining=Decimal(12345), unit="points")),
+        KeyReport(key(), result=result(remaining=Decimal(500), unit="characters")),
+    ]
+    assert fmt.totals(reports) == {"USD": Decimal("1.5")}
+
+
+def test_quota_result_shows_its_windows_not_a_missing_balance() -> None:
+    from bot.billing.models import Window, WindowState
+
+    tz = fmt.zone("Asia/Shanghai")
+    quota = result(
+        provider="kimi-code",
+        kind=FigureKind.QUOTA,
+        windows=[
+            Window("5h", used_pct=Decimal("52.9"),
+                   resets_at=datetime(2026, 11, 24, 6, 20, tzinfo=UTC)),
+            Window("weekly", used=Decimal(30), limit=Decimal(120), unit="requests"),
+            Window("glm-4.6", state=WindowState.UNLIMITED),
+        ],
+    )  # fmt: skip
+    lines = fmt.detail_lines(quota, NOW, tz, EN)
+    assert lines == [
+        "5-hour: 52 % used · resets 2026-11-24 14:20",
+        "weekly: used 30 requests of 120 requests",
+        "glm-4.6: unlimited",
+    ]
+    assert all("no figures" not in line for line in lines)
+    assert fmt.short_figure(quota, EN) == "5-hour: 52 % used"  # the fullest window
+    assert fmt.mark(quota, NOW) == fmt.OK
+    assert fmt.detail_lines(quota, NOW, tz, ZH)[0].startswith("5 小时")
+
+    full = result(kind=FigureKind.QUOTA, windows=[Window("5h", used_pct=Decimal(95))])
+    assert fmt.mark(full, NOW) == fmt.WARN
+    gone = result(
+        kind=FigureKind.QUOTA,
+        windows=[Window("5h", state=WindowState.EXHAUSTED), Window("weekly", used_pct=Decimal(99))],
+    )
+    assert fmt.mark(gone, NOW) == fmt.BAD
+    assert fmt.short_figure(gone, EN) == "5-hour: used up"
+    assert fmt.mark(result(kind=FigureKind.QUOTA), NOW) == fmt.UNKNOWN
+    assert fmt.detail_lines(result(kind=FigureKind.QUOTA), NOW, tz, EN) == [
+        "no figures from the provider"
+    ]
+    evil = result(kind=FigureKind.QUOTA, windows=[Window("<b>x", used_pct=Decimal(1))])
+    assert fmt.detail_lines(evil, NOW, tz, EN) == ["&lt;b&gt;x: 1 % used"]
+
+
+def test_money_with_windows_keeps_the_money_line_first() -> None:
+    from bot.billing.models import Window
+
+    both = result(provider="zhipu", remaining=Decimal("12.3"), currency="CNY",
+                  windows=[Window("5h", used_pct=Decimal(10))])  # fmt: skip
+    lines = fmt.detail_lines(both, NOW, fmt.zone("UTC"), EN)
+    assert lines == ["<b>¥12.30</b> left", "5-hour: 10 % used"]
+    assert fmt.short_figure(both, EN) == "¥12.30"

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import BalanceResult, FigureKind, KeyRequest, KeyState
+from bot.billing.models import (
+    BalanceResult,
+    FigureKind,
+    KeyRequest,
+    KeyState,
+    Unit,
+    Window,
+    WindowState,
+)
 from bot.billing.providers.base import Provider
 from bot.billing.service import BillingService
 from bot.secret import Secret
@@ -182,10 +190,29 @@ def _explained(provider: Provider | None, topic: object) -> str | None:
     return text if isinstance(text, str) else None
 
 
+def _window(window: Window) -> str:
+    """`window 5h: 52% used, resets 2026-12-01 14:20+00:00` — figures as given."""
+    parts: list[str] = []
+    if window.state is not WindowState.OK:
+        parts.append(window.state.value)
+    if window.used is not None:
+        unit = window.currency if window.unit is Unit.MONEY else window.unit.value
+        used = format(window.used, "f")
+        if window.limit is not None:
+            used += f" of {format(window.limit, 'f')}"
+        parts.append(f"used {used} {unit or ''}".rstrip())
+    pct = window.percent_used
+    if pct is not None and window.state is WindowState.OK:
+        parts.append(f"{pct.quantize(Decimal('0.1'))}% used")
+    if window.resets_at is not None:
+        parts.append(f"resets {_when(window.resets_at)}")
+    return f"window {_clean(window.name)}: " + (", ".join(parts) or "no figures")
+
+
 def format_result(result: BalanceResult, provider: Provider | None = None) -> list[str]:
     """Plain-text lines for one result; only figures the provider actually gave."""
     lines: list[str] = []
-    cur = result.currency
+    cur = result.currency or (result.unit.value if result.unit is not None else None)
     est = " (estimate)" if result.estimate else ""
     if result.kind is FigureKind.VALIDITY:
         lines.append("status:    valid — no balance API")
@@ -198,6 +225,9 @@ def format_result(result: BalanceResult, provider: Provider | None = None) -> li
             lines.append(f"spent:     {_money(result.used, cur)}{since}")
         if result.remaining is not None:
             lines.append(f"remaining: {_money(result.remaining, cur)}{est}")
+    elif result.kind is FigureKind.QUOTA:
+        if not result.windows:
+            lines.append("windows:   not reported")
     else:
         if result.unlimited:
             lines.append("remaining: unlimited")
@@ -217,6 +247,7 @@ def format_result(result: BalanceResult, provider: Provider | None = None) -> li
         lines.append("expires:   never")
     if result.state is not KeyState.OK:
         lines.append(f"state:     {result.state.value}")
+    lines += [_window(w) for w in result.windows]
     for name, value in sorted(result.extras.items()):
         lines.append(f"  {_clean(name)}: {_clean(value)}")
     return lines

@@ -1,10 +1,16 @@
-"""What a balance check returns: honest figures, each optional, money as Decimal."""
+"""What a balance check returns: honest figures, each optional, money as Decimal.
+
+A result carries money (`remaining`/`total`/`used` in `currency`), or a non-money balance
+(`unit`: Poe points, ElevenLabs characters — never shown with a currency symbol, never
+added into money totals), and/or plan windows (`windows`: a coding plan's 5-hour / weekly
+/ monthly limits). A key whose answer is only windows has kind `QUOTA`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
@@ -19,6 +25,7 @@ class FigureKind(StrEnum):
     BALANCE = "balance"  # remaining credit (maybe with total/used)
     SPEND = "spend"  # money spent over a period, nothing about what is left
     VALIDITY = "validity"  # only whether the key works
+    QUOTA = "quota"  # a plan key: only usage windows (see `Window`), no money figure
 
 
 class KeyState(StrEnum):
@@ -27,6 +34,98 @@ class KeyState(StrEnum):
     OK = "ok"
     EXHAUSTED = "exhausted"  # quota used up (relays answer 401 "额度已用尽")
     EXPIRED = "expired"  # past its expiry date
+
+
+class Unit(StrEnum):
+    """What a figure counts. Only MONEY has a currency; the others are never money."""
+
+    REQUESTS = "requests"
+    TOKENS = "tokens"
+    MONEY = "money"
+    CHARACTERS = "characters"
+    POINTS = "points"
+    PERCENT = "percent"  # the provider gives only a used share (`Window.used_pct`)
+
+
+class WindowState(StrEnum):
+    OK = "ok"
+    EXHAUSTED = "exhausted"  # used up until `resets_at`
+    UNLIMITED = "unlimited"  # the plan does not cap this window
+
+
+#: Bounds for what a provider can make us store and show (hostile input stays small).
+MAX_WINDOWS = 24
+MAX_WINDOW_NAME = 32
+_HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One usage window of a plan: how much of it is used and when it starts afresh.
+
+    `name` is a stable short id ("5h", "daily", "weekly", "monthly", or the provider's
+    own, e.g. a model name): alert state is keyed on it, so an adapter must derive it
+    from the window's meaning, never from a changing figure. Give `used` and `limit`
+    when the provider counts, `used_pct` (0–100) when it only gives a share; `None`
+    means "not said", never zero.
+    """
+
+    name: str
+    used: Decimal | None = None
+    limit: Decimal | None = None
+    used_pct: Decimal | None = None
+    unit: Unit = Unit.PERCENT
+    currency: str | None = None  # only for Unit.MONEY
+    resets_at: datetime | None = None
+    period: timedelta | None = None  # the window's length (for pace), when known
+    state: WindowState = WindowState.OK
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.name, str)
+            or not self.name.strip()
+            or len(self.name) > MAX_WINDOW_NAME
+            or not self.name.isprintable()
+        ):
+            raise ValueError("window name must be 1-32 printable characters")
+        object.__setattr__(self, "unit", Unit(self.unit))
+        object.__setattr__(self, "state", WindowState(self.state))
+        for name in ("used", "limit", "used_pct"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, Decimal):
+                raise TypeError(f"{name} must be Decimal, got {type(value).__name__}")
+            if not value.is_finite() or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0")
+        if self.used_pct is not None and self.used_pct > _HUNDRED:
+            raise ValueError("used_pct must be within 0-100")
+        if self.currency is not None and self.unit is not Unit.MONEY:
+            raise ValueError("only a money window has a currency")
+        if self.resets_at is not None and self.resets_at.tzinfo is None:
+            raise ValueError("resets_at must be timezone-aware")
+        if self.period is not None and self.period <= timedelta(0):
+            raise ValueError("period must be positive")
+
+    @property
+    def percent_used(self) -> Decimal | None:
+        """Used share 0–100: the provider's own, else used/limit (capped at 100)."""
+        if self.state is WindowState.UNLIMITED:
+            return None
+        if self.used_pct is not None:
+            return self.used_pct
+        if self.used is not None and self.limit is not None and self.limit > 0:
+            return min(_HUNDRED, self.used * _HUNDRED / self.limit)
+        if self.state is WindowState.EXHAUSTED:
+            return _HUNDRED
+        return None
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """What is left in the window (never below zero), when both counts are known."""
+        if self.used is None or self.limit is None:
+            return None
+        return max(Decimal(0), self.limit - self.used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +146,10 @@ class BalanceResult:
     estimate: bool = False  # remaining is derived from a user-entered starting balance
     extras: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # None: remaining/total/used are money in `currency`. Otherwise they count this unit
+    # (points, characters, …): no currency, never summed with money.
+    unit: Unit | None = None
+    windows: tuple[Window, ...] = ()  # plan windows, beside or (kind QUOTA) instead of money
 
     def __post_init__(self) -> None:
         for name in ("remaining", "total", "used"):
@@ -57,6 +160,22 @@ class BalanceResult:
             raise ValueError("expires_at must be timezone-aware")
         if not isinstance(self.extras, MappingProxyType):
             object.__setattr__(self, "extras", MappingProxyType(dict(self.extras)))
+        unit = None if self.unit is None else Unit(self.unit)
+        if unit is Unit.MONEY:
+            unit = None  # money is the default meaning
+        if unit is Unit.PERCENT:
+            raise ValueError("a balance is not a percentage; use a Window")
+        if unit is not None and self.currency is not None:
+            raise ValueError(f"a balance in {unit.value} has no currency")
+        object.__setattr__(self, "unit", unit)
+        windows = tuple(self.windows)
+        if any(not isinstance(w, Window) for w in windows):
+            raise TypeError("windows must be Window instances")
+        if len(windows) > MAX_WINDOWS:
+            raise ValueError(f"at most {MAX_WINDOWS} windows")
+        if len({w.name for w in windows}) != len(windows):
+            raise ValueError("window names must be unique")
+        object.__setattr__(self, "windows", windows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.billing.errors import ErrorKind
-from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
 from bot.billing.registry import default_registry
 from bot.i18n import N_, Translator, translator
 from bot.services.balances import KeyReport
@@ -76,6 +76,32 @@ T_HOURS_AGO = N_("{n} h ago")
 T_DAYS_AGO = N_("{n} d ago")
 T_TOKENS = N_("{amount} tokens")
 T_QUOTA = N_("{amount} quota units")
+T_POINTS = N_("{amount} points")
+T_CHARACTERS = N_("{amount} characters")
+T_REQUESTS = N_("{amount} requests")
+T_WINDOW_PCT = N_("{name}: {pct} % used")
+T_WINDOW_OF = N_("{name}: used {used} of {limit}")
+T_WINDOW_USED = N_("{name}: used {used}")
+T_WINDOW_UNLIMITED = N_("{name}: unlimited")
+T_WINDOW_EXHAUSTED = N_("{name}: used up")
+T_WINDOW_UNKNOWN = N_("{name}: no figures")
+T_WINDOW_RESETS = N_("resets {when}")
+
+#: Window ids adapters use for common periods → the words shown (translated).
+WINDOW_NAMES: dict[str, str] = {
+    "5h": N_("5-hour"),
+    "daily": N_("daily"),
+    "weekly": N_("weekly"),
+    "monthly": N_("monthly"),
+}
+WINDOW_WARN_PCT = Decimal(90)  # a window this full counts as low (like ≤ 10 % money left)
+
+#: Non-money units a balance can count in: never a currency symbol, never summed as money.
+_COUNT_TEXTS = {
+    Unit.POINTS.value: T_POINTS,
+    Unit.CHARACTERS.value: T_CHARACTERS,
+    Unit.REQUESTS.value: T_REQUESTS,
+}
 
 
 def zone(name: str | None) -> ZoneInfo:
@@ -145,6 +171,8 @@ def money(
     if code:
         return f"{sign}{text} {html.escape(code)}"
     t = t or translator("en")
+    if unit in _COUNT_TEXTS:
+        return t(_COUNT_TEXTS[unit], amount=sign + html.escape(count(abs(value))))
     if unit == "tokens":
         return t(T_TOKENS, amount=sign + text)
     if unit == "quota":
@@ -154,8 +182,17 @@ def money(
     return sign + text
 
 
+def count(value: Decimal) -> str:
+    """Points, characters, requests: whole numbers without decimals (`12,345`)."""
+    if value.is_finite() and value == value.to_integral_value():
+        return f"{value:,.0f}"
+    return number(value)
+
+
 def result_unit(result: BalanceResult) -> str:
     extras = result.extras
+    if result.unit is not None:
+        return result.unit.value
     if result.currency:
         return ""
     symbol = extras.get("currency_symbol")
@@ -218,6 +255,10 @@ def mark(result: BalanceResult, now: datetime) -> str:
         return BAD
     if result.expires_at is not None and result.expires_at <= now:
         return BAD
+    if any(w.state is WindowState.EXHAUSTED for w in result.windows):
+        return BAD
+    if result.kind is FigureKind.QUOTA and not result.windows:
+        return UNKNOWN
     if result.kind is FigureKind.BALANCE:
         if result.remaining is None and not result.unlimited:
             return UNKNOWN
@@ -230,6 +271,8 @@ def mark(result: BalanceResult, now: datetime) -> str:
             and result.remaining <= result.total * LOW_FRACTION
         ):
             return WARN
+    if any((w.percent_used or 0) >= WINDOW_WARN_PCT for w in result.windows):
+        return WARN
     if result.expires_at is not None and (result.expires_at - now).days < SOON_DAYS:
         return WARN
     return OK
@@ -261,6 +304,9 @@ def headline(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) 
     unit = result_unit(result)
     if result.kind is FigureKind.VALIDITY:
         return t(T_VALID)
+    if result.kind is FigureKind.QUOTA:
+        window = binding_window(result)
+        return t(T_NO_FIGURES) if window is None else window_line(window, now, tz, t)
     if result.kind is FigureKind.SPEND:
         if result.used is None:
             return t(T_NO_FIGURES)
@@ -286,6 +332,9 @@ def short_figure(result: BalanceResult, t: Translator) -> str:
     unit = result_unit(result)
     if result.kind is FigureKind.VALIDITY:
         return t(T_VALID)
+    if result.kind is FigureKind.QUOTA:
+        window = binding_window(result)
+        return t(T_NO_FIGURES) if window is None else window_figure(window, t)
     if result.kind is FigureKind.SPEND:
         if result.used is None:
             return t(T_NO_FIGURES)
@@ -298,7 +347,12 @@ def short_figure(result: BalanceResult, t: Translator) -> str:
 
 
 def detail_lines(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) -> list[str]:
-    lines = [headline(result, now, tz, t)]
+    if result.kind is FigureKind.QUOTA and result.windows:
+        lines = [window_line(w, now, tz, t) for w in result.windows]
+    else:
+        lines = [headline(result, now, tz, t)]
+        if result.windows:
+            lines += [window_line(w, now, tz, t) for w in result.windows]
     unit = result_unit(result)
     if result.kind is FigureKind.BALANCE and result.used is not None:
         used = money(result.used, result.currency, t, unit=unit)
@@ -321,6 +375,62 @@ def detail_lines(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translat
     if result.estimate:
         lines.append(f"<i>{t(T_ESTIMATE)}</i>")
     return lines
+
+
+# -- plan windows -------------------------------------------------------------------------
+# A plain line per window; bars, pace and relative reset times belong to the window UI.
+
+
+def window_name(window: Window, t: Translator) -> str:
+    known = WINDOW_NAMES.get(window.name)
+    return t(known) if known is not None else html.escape(window.name)
+
+
+def binding_window(result: BalanceResult) -> Window | None:
+    """The window closest to its limit (exhausted first): the one that stops the key."""
+    if not result.windows:
+        return None
+
+    def fullness(w: Window) -> Decimal:
+        if w.state is WindowState.EXHAUSTED:
+            return Decimal(101)
+        return w.percent_used if w.percent_used is not None else Decimal(-1)
+
+    return max(result.windows, key=fullness)
+
+
+def window_figure(window: Window, t: Translator) -> str:
+    """`5-hour: 52 % used` (or used/limit, unlimited, used up), without the reset time."""
+    name = window_name(window, t)
+    if window.state is WindowState.UNLIMITED:
+        return t(T_WINDOW_UNLIMITED, name=name)
+    if window.state is WindowState.EXHAUSTED:
+        return t(T_WINDOW_EXHAUSTED, name=name)
+    if window.used is not None and window.unit is not Unit.PERCENT:
+        used = quantity(window.used, window, t)
+        if window.limit is not None:
+            return t(T_WINDOW_OF, name=name, used=used, limit=quantity(window.limit, window, t))
+        return t(T_WINDOW_USED, name=name, used=used)
+    pct = window.percent_used
+    if pct is None:
+        return t(T_WINDOW_UNKNOWN, name=name)
+    return t(T_WINDOW_PCT, name=name, pct=pct.quantize(Decimal(1), rounding=ROUND_DOWN))
+
+
+def quantity(value: Decimal, window: Window, t: Translator) -> str:
+    if window.unit is Unit.MONEY:
+        return money(value, window.currency, t)
+    if window.unit is Unit.TOKENS:
+        return t(T_TOKENS, amount=html.escape(count(value)))
+    return money(value, None, t, unit=window.unit.value)
+
+
+def window_line(window: Window, now: datetime, tz: ZoneInfo, t: Translator) -> str:
+    line = window_figure(window, t)
+    if window.resets_at is not None and window.state is not WindowState.UNLIMITED:
+        when = window.resets_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        line += " · " + t(T_WINDOW_RESETS, when=when)
+    return line
 
 
 # -- one key ------------------------------------------------------------------------------
@@ -378,6 +488,7 @@ def totals(reports: Iterable[KeyReport]) -> dict[str, Decimal]:
             or r.remaining is None
             or r.unlimited
             or not r.currency
+            or r.unit is not None
         ):
             continue
         code = r.currency.upper()

@@ -214,9 +214,16 @@ def _figure(result: BalanceResult) -> dict[str, Any]:
         "remaining": _num(result.remaining),
         "total": _num(result.total),
         "currency": result.currency,
-        "unit": str(result.extras.get("unit", "")) if result.extras else "",
+        "unit": _unit(result),
         "measured_at": _iso(result.fetched_at),
     }
+
+
+def _unit(result: BalanceResult) -> str:
+    """What the figure counts, for the renderer: points/characters, or a relay's raw unit."""
+    if result.unit is not None:
+        return result.unit.value
+    return str(result.extras.get("unit", "")) if result.extras else ""
 
 
 def _money_value(result: BalanceResult) -> Decimal | None:

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, KeyRequest, KeyState
+from bot.billing.models import (
+    BalanceResult,
+    CheckOutcome,
+    FigureKind,
+    KeyRequest,
+    KeyState,
+    Unit,
+    Window,
+    WindowState,
+)
 from bot.storage.models import ApiKey, BalanceSnapshot, KeyStatus
 
 if TYPE_CHECKING:
@@ -59,7 +68,32 @@ def _jsonable(value: Any) -> Any:
 
 def result_to_json(result: BalanceResult) -> dict[str, Any]:
     """Exact and portable: Decimals and datetimes as strings, enums as values."""
-    return {f.name: _jsonable(getattr(result, f.name)) for f in fields(result)}
+    out = {f.name: _jsonable(getattr(result, f.name)) for f in fields(result)}
+    out["windows"] = [window_to_json(w) for w in result.windows]
+    return out
+
+
+def window_to_json(window: Window) -> dict[str, Any]:
+    """A window as JSON: Decimals as exact text, the period in whole seconds."""
+    out = {f.name: _jsonable(getattr(window, f.name)) for f in fields(window)}
+    out["period"] = None if window.period is None else int(window.period.total_seconds())
+    return out
+
+
+def window_from_json(data: Mapping[str, Any]) -> Window:
+    """The stored window; raises (ValueError, KeyError, TypeError) if it is unusable."""
+    period = data.get("period")
+    return Window(
+        name=str(data["name"]),
+        used=_dec(data.get("used")),
+        limit=_dec(data.get("limit")),
+        used_pct=_dec(data.get("used_pct")),
+        unit=Unit(data.get("unit", Unit.PERCENT.value)),
+        currency=data.get("currency"),
+        resets_at=_dt(data.get("resets_at")),
+        period=None if period is None else timedelta(seconds=int(period)),
+        state=WindowState(data.get("state", WindowState.OK.value)),
+    )
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -99,8 +133,10 @@ def result_from_json(data: Mapping[str, Any]) -> BalanceResult | None:
             estimate=bool(data.get("estimate", False)),
             extras=dict(data.get("extras") or {}),
             fetched_at=_dt(data.get("fetched_at")) or datetime.now(UTC),
+            unit=Unit(data["unit"]) if data.get("unit") else None,
+            windows=tuple(window_from_json(w) for w in data.get("windows") or ()),
         )
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, AttributeError):
         return None
 
 

@@ -216,3 +216,28 @@ def test_provider_explanations_replace_the_generic_words() -> None:
     assert format_error(BillingError(ErrorKind.NETWORK), siliconflow)[0] == (
         "error: " + EXPLAIN[ErrorKind.NETWORK]
     )
+
+
+def test_format_quota_windows_and_points() -> None:
+    from datetime import timedelta
+
+    from bot.billing.models import Window, WindowState
+
+    reset = datetime(2026, 12, 1, 14, 20, tzinfo=UTC)
+    quota = BalanceResult(
+        provider="kimi-code", kind=FigureKind.QUOTA,
+        windows=(Window("5h", used_pct=Decimal("52.25"), resets_at=reset),
+                 Window("weekly", used=Decimal(30), limit=Decimal(120), unit="requests",
+                        period=timedelta(days=7)),
+                 Window("MiniMax-M2", state=WindowState.EXHAUSTED)),
+    )  # fmt: skip
+    lines = format_result(quota)
+    assert "remaining: not reported" not in lines
+    assert lines == [
+        "window 5h: 52.2% used, resets 2026-12-01 14:20+00:00",
+        "window weekly: used 30 of 120 requests, 25.0% used",
+        "window MiniMax-M2: exhausted",
+    ]
+    points = BalanceResult(provider="poe", kind=FigureKind.BALANCE, remaining=Decimal(12345),
+                           unit="points")  # fmt: skip
+    assert format_result(points) == ["remaining: 12345 points"]

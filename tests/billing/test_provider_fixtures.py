@@ -16,6 +16,9 @@ Fixture format::
         routes:                          # path -> reply or [reply, ...] (last repeats)
           /user/balance: {status: 200, json: {...}}   # or body: "...", headers: {...}
         expect: {kind: balance, remaining: "110.00", ...}
+        # also: unit: points (null = money); windows: [{name: 5h, used_pct: "52",
+        #   resets_at: ..., period: 18000, state: ok}, ...] — every window, in order,
+        #   only the listed fields compared (percent_used and remaining are computed)
         expect_error: {kind: key_rejected}           # instead of expect
         expect_paths: ["/user/balance"]              # optional, in order
         auth_header: {Authorization: "Bearer {key}"} # optional; {} or null = no check
@@ -27,7 +30,7 @@ Retry-After above 0.05 s is not waited for here. Nothing is frozen: use absolute
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ import yaml
 
 from bot.billing.errors import BillingError
 from bot.billing.http import HttpOptions
-from bot.billing.models import BalanceResult, KeyRequest
+from bot.billing.models import BalanceResult, KeyRequest, Window
 from bot.billing.registry import default_registry
 from bot.billing.service import BillingService
 from bot.secret import Secret
@@ -134,6 +137,41 @@ def _same_extra(actual: Any, expected: Any) -> bool:
     return a is not None and e is not None and a == e
 
 
+_WINDOW_DECIMALS = ("used", "limit", "used_pct", "percent_used", "remaining")
+_WINDOW_TEXTS = ("name", "currency")
+_WINDOW_ENUMS = ("unit", "state")
+
+
+def compare_window(index: int, window: Window, expect: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    where = f"windows[{index}]"
+    for field, want in expect.items():
+        if field in _WINDOW_DECIMALS:
+            got = getattr(window, field)
+            want_d = _as_decimal(want)
+            if want is not None and want_d is None:
+                problems.append(f"{where}.{field}: expected value {want!r} is not a decimal")
+            elif got != want_d or (got is None) != (want_d is None):
+                problems.append(f"{where}.{field}: got {got!r}, expected {want!r}")
+        elif field in _WINDOW_TEXTS:
+            if getattr(window, field) != want:
+                problems.append(f"{where}.{field}: got {getattr(window, field)!r}, want {want!r}")
+        elif field in _WINDOW_ENUMS:
+            got_v = getattr(window, field).value
+            if got_v != want:
+                problems.append(f"{where}.{field}: got {got_v!r}, expected {want!r}")
+        elif field == "resets_at":
+            if window.resets_at != _as_datetime(want):
+                problems.append(f"{where}.resets_at: got {window.resets_at!r}, want {want!r}")
+        elif field == "period":  # seconds
+            want_p = None if want is None else timedelta(seconds=int(want))
+            if window.period != want_p:
+                problems.append(f"{where}.period: got {window.period!r}, expected {want!r}")
+        else:
+            problems.append(f"unknown window field {field!r}")
+    return problems
+
+
 def compare_result(result: BalanceResult, expect: dict[str, Any]) -> list[str]:
     """Mismatch descriptions (empty when everything listed matches)."""
     problems: list[str] = []
@@ -169,6 +207,18 @@ def compare_result(result: BalanceResult, expect: dict[str, Any]) -> list[str]:
                     problems.append(
                         f"extras[{name!r}]: got {result.extras[name]!r}, expected {value!r}"
                     )
+        elif field == "unit":
+            got_unit = None if result.unit is None else result.unit.value
+            if got_unit != want:
+                problems.append(f"unit: got {got_unit!r}, expected {want!r}")
+        elif field == "windows":
+            wanted = list(want or [])
+            names = [w.name for w in result.windows]
+            if len(wanted) != len(result.windows):
+                problems.append(f"windows: got {len(names)} {names}, expected {len(wanted)}")
+                continue
+            for index, (window, spec) in enumerate(zip(result.windows, wanted, strict=True)):
+                problems += compare_window(index, window, spec or {})
         elif field == "provider":
             if result.provider != want:
                 problems.append(f"provider: got {result.provider!r}, expected {want!r}")
