@@ -37,7 +37,7 @@ class Services:
     balances: BalanceService
     alerts: AlertService | None = None
     outbox: OutboxService | None = None
-    # First checks of newly added keys per user and hour (security.md T13).
+    # First checks of newly added keys per user and hour (docs/security.md §T13).
     add_checks: ManualCheckLimiter = field(default_factory=new_add_limiter)
 
 

@@ -1,4 +1,4 @@
-"""Logging set-up with redaction of API keys and the bot token (security.md T2, §6.7).
+"""Logging set-up with redaction of API keys and the bot token (docs/security.md §T2, §3).
 
 Two layers: noisy loggers that print request URLs (httpx logs the token-bearing URL at
 INFO; PTB logs it at DEBUG) are raised to WARNING, and every log record is redacted as

@@ -1,4 +1,4 @@
-"""SSRF guard for user-supplied base URLs (security.md §6.6).
+"""SSRF guard for user-supplied base URLs (docs/security.md §4).
 
 Two layers, because either alone is bypassable:
 
@@ -27,7 +27,7 @@ from bot.billing.errors import BillingError, ErrorKind
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-#: Ranges `ipaddress.is_global` gets wrong for our purpose (security.md T9).
+#: Ranges `ipaddress.is_global` gets wrong for our purpose (docs/security.md §T9).
 _ALWAYS_DENIED_NETS = tuple(
     ipaddress.ip_network(n)
     for n in (

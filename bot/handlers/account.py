@@ -1,6 +1,6 @@
 """/remove, /forget, /lang and /tz: the user's keys and settings.
 
-Destructive actions ask first, with buttons. Button data is forgeable (security.md T8),
+Destructive actions ask first, with buttons. Button data is forgeable (docs/security.md §T8),
 so every press is re-checked against the presser: a key is loaded by (presser, key id),
 a /forget confirmation carries the presser's id and a timestamp.
 """

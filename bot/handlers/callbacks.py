@@ -1,6 +1,6 @@
 """Compact callback data: `prefix:action:arg…`, at most 64 bytes (Telegram's limit).
 
-Callback data comes from the client and can be forged (security.md T8): decoding only
+Callback data comes from the client and can be forged (docs/security.md §T8): decoding only
 checks the shape. Handlers must still load the key with the presser's user id.
 """
 

@@ -22,7 +22,7 @@ async def on_error(update: object, context: BotContext) -> None:
     if isinstance(update, Update):
         update_id = update.update_id
         user_id = update.effective_user.id if update.effective_user else None
-    # Never serialise the update: its text may be a pasted key (security.md T4).
+    # Never serialise the update: its text may be a pasted key (docs/security.md §T4).
     log.error(
         "error while handling update %s (user %s): %s",
         update_id,

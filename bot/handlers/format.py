@@ -2,7 +2,7 @@
 
 Honest numbers only: a figure the provider did not give is never shown as zero, and
 spend is "spent", never "left". Every dynamic string (labels, provider text, currency
-codes) goes through `html.escape`: replies use parse_mode=HTML (security.md T10).
+codes) goes through `html.escape`: replies use parse_mode=HTML (docs/security.md §T10).
 Money stays Decimal end to end; dates are shown in the user's time zone.
 """
 

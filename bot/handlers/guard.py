@@ -1,7 +1,7 @@
 """Runs before every other handler (group -1): who may use the bot, and in which language.
 
 With ALLOWED_USER_IDS set, updates from anyone else get one polite refusal and stop
-here: no database read, no provider request (security.md T12).
+here: no database read, no provider request (docs/security.md §T12).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """/keys: the user's keys as a list; a tap opens one key with check, alerts, rename, delete.
 
 Callback data (`k:<action>:<key_id>`) comes from the client and can be forged or
-replayed by another user (security.md T8): every press re-loads the key with the
+replayed by another user (docs/security.md §T8): every press re-loads the key with the
 presser's own id, and a miss is answered "not found" with nothing changed. The alerts
 button only emits `al:key:<key_id>`; the alerts feature handles it.
 

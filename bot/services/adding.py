@@ -70,7 +70,7 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"  # the same key is already stored (result.key is that one)
     TOO_MANY = "too_many"
     REJECTED = "rejected"  # the provider refused the key: ask before saving
-    SLOW_DOWN = "slow_down"  # too many new keys checked lately (security.md T13)
+    SLOW_DOWN = "slow_down"  # too many new keys checked lately (docs/security.md §T13)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ def is_rejected(outcome: CheckOutcome | None) -> bool:
 
 
 #: First checks of new keys per user and hour. Without a cap the bot would be a free
-#: oracle for testing stolen keys (security.md T13). Per process, like the /balance cap.
+#: oracle for testing stolen keys (docs/security.md §T13). Per process, like the /balance cap.
 ADD_CHECKS_PER_HOUR = 20
 
 
@@ -130,7 +130,7 @@ class AddService:
         """Check, then save. A key the provider rejects is saved only once confirmed.
 
         Duplicates and the per-user limit are checked first, so neither costs a
-        request to the provider (security.md T13).
+        request to the provider (docs/security.md §T13).
         """
         same = await self.duplicate_of(owner_id, secret)
         if same is not None:

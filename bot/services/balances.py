@@ -3,7 +3,7 @@
 A failed check is only useful next to the last figure that worked, so each outcome
 is recorded in `key_status`; each new successful reading also becomes a row in
 `balance_snapshots` (the alerts feature forecasts burn rate from them). Manual checks
-are rate-limited per user (security.md T13): past the limit the stored results are
+are rate-limited per user (docs/security.md §T13): past the limit the stored results are
 served instead, with their age, and no provider is contacted.
 """
 

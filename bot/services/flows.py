@@ -1,7 +1,7 @@
 """Per-user state of multi-step dialogues, kept in the database (table `flows`).
 
 Why not ConversationHandler or user_data: both live in process memory, so a restart or
-a second replica would forget where the user was (ptb.md §5). A flow expires after
+a second replica would forget where the user was (docs/telegram.md §7). A flow expires after
 `ttl` of inactivity; an expired flow reads as no flow, and the next message is handled
 as if the user had never started one.
 

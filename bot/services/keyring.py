@@ -1,6 +1,6 @@
 """Master keys: a key-ring file (for rotation) or one `ENCRYPTION_KEY` (simple setups).
 
-Format of the ring file (security.md §6.4):
+Format of the ring file (docs/security.md §2.6):
     {"format": 1, "active": "k20261123a",
      "keys": {"k20261123a": {"key": "<base64url 32 bytes>", "created": "...", "state": "active"}}}
 State is one of `active`, `decrypt-only`, `retired`. Exactly one key is active.

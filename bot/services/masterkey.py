@@ -1,6 +1,6 @@
 """Start-up: find the master key, check it against the database, fail closed.
 
-The rules (security.md §6.4), checked before anything is written:
+The rules (docs/security.md §2.8), checked before anything is written:
 - no key configured, but the database holds ciphertexts or a key check → refuse;
 - the key check does not verify with the configured key → refuse;
 - a row uses a key id the ring does not have (or has retired) → refuse;

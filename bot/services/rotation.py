@@ -1,4 +1,4 @@
-"""Master-key rotation without downtime (security.md §6.5), driven by `balance-bot keys`.
+"""Master-key rotation without downtime (docs/security.md §2.9), driven by `balance-bot keys`.
 
 add       new key, decrypt-only: deploy the ring everywhere first
 activate  new writes use it (old keys stay decrypt-only)

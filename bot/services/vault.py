@@ -1,6 +1,6 @@
 """Encryption of API keys at rest: AES-256-GCM bound to the record it belongs to.
 
-Stored format (security.md §6.2):
+Stored format (docs/security.md §2.3):
     0x01 | len(kid) | kid | 12-byte nonce | ciphertext+tag
 The associated data binds each ciphertext to its row: record id, owner, provider and
 canonical base URL. A ciphertext copied to another user's row, or a row whose base URL

@@ -1,4 +1,4 @@
-"""Engine and session factory, with the SQLite hardening from security.md §6.8."""
+"""Engine and session factory, with the SQLite hardening from docs/security.md §2.10."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The `flows` table: one unfinished multi-step dialogue per user (e.g. a guided /add).
 
 It lives in the database, not in PTB memory, so a step survives a restart and works
-whichever replica receives the next update (ptb.md §5). `data` holds only non-secret
+whichever replica receives the next update (docs/telegram.md §7). `data` holds only non-secret
 values; a key that must wait for another answer is kept in `sealed`, encrypted by the
 vault under a binding unique to this flow instance (`nonce`).
 """

@@ -1,5 +1,5 @@
 """Queries, grouped by table. Every key query is scoped by owner: there is no way to
-load another user's key by id alone (callback data is forgeable, security.md T8)."""
+load another user's key by id alone (callback data is forgeable, docs/security.md §T8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SSRF checklist (security.md §7): add-time validation and connect-time enforcement."""
+"""SSRF checklist (docs/security.md §7): add-time validation and connect-time enforcement."""
 
 from __future__ import annotations
 

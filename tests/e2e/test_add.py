@@ -1,7 +1,7 @@
 """/add end to end: guided and one-line, key hygiene, groups, flows in the database.
 
 Every key used here is a fresh canary; after each flow the canary must be absent from
-everything the bot sent to Telegram and from the raw SQLite files (security.md T1, T3).
+everything the bot sent to Telegram and from the raw SQLite files (docs/security.md §T1, §T3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""/add cannot be used as an oracle for testing stolen keys (security.md T13)."""
+"""/add cannot be used as an oracle for testing stolen keys (docs/security.md §T13)."""
 
 from __future__ import annotations
 

@@ -210,7 +210,7 @@ async def test_manual_checks_are_rate_limited(make_settings) -> None:
 async def test_hostile_labels_are_delivered_literally(make_settings) -> None:
     async with running_bot(make_settings) as bot:
         ann = bot.tg.user(2006, "Ann")
-        # security.md T10's label, in the two halves that fit the 32-character limit.
+        # docs/security.md §T10's label, in the two halves that fit the 32-character limit.
         labels = ["<b>x</b> & <i>", '<a href="tg://user?id=1">y</a>', "💸 wallet 🚀", "מפתח-ראשי"]
         for i, label in enumerate(labels):
             await add(bot, ann.id, f"sk-deepseek{i}0123456789abcdef", "deepseek", label)

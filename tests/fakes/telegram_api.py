@@ -13,7 +13,7 @@ against it over real HTTP (``ApplicationBuilder().base_url(f"{fake.api_root}/bot
     ...
     await fake.stop()
 
-Contract followed: see /work/shared/ptb.md §2.4 (transport, error envelope, getUpdates).
+Contract followed: see docs/telegram.md §9 (transport, error envelope, getUpdates).
 Error descriptions are Telegram's where known; the strict HTML checks on bare ``>``/``&``
 are stricter than Telegram on purpose (they catch missing ``html.escape``).
 """

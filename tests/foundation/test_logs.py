@@ -1,4 +1,4 @@
-"""Logs never carry API keys or the bot token (security.md T2, T4, §6.7, §7 "Logs")."""
+"""Logs never carry API keys or the bot token (docs/security.md §T2, §T4, §3, §7)."""
 
 from __future__ import annotations
 

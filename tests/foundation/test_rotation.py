@@ -1,4 +1,4 @@
-"""Master-key rotation (security.md T15, §6.5, §7 "Rotation"): add → activate → rewrap →
+"""Master-key rotation (docs/security.md §T15, §2.9, §7): add → activate → rewrap →
 retire, interrupted rewraps, two instances mid-rotation, verify, and the `keys` CLI."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Start-up fails closed (security.md T14, §6.4, §7 "Startup"), in process and through
+"""Start-up fails closed (docs/security.md §T14, §2.8, §7), in process and through
 `python -m bot migrate`, on SQLite and PostgreSQL."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """KeyService and storage on SQLite and PostgreSQL: owner scoping, duplicates, labels,
-limits, no plaintext at rest (security.md T1, T5, T8, T13, §7 "Crypto and storage")."""
+limits, no plaintext at rest (docs/security.md §T1, §T5, §T8, §T13, §7)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The vault: AES-GCM bound to its record; every tampering is a VaultError, never plaintext.
 
-security.md §7 "Crypto and storage" and T6/T7, plus the `Secret` wrapper (T4).
+docs/security.md §7 "Crypto and storage" and §T6/§T7, plus the `Secret` wrapper (§T4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Anthropic Admin key: month-to-date spend from the Cost Report (providers.md §10).
+"""Anthropic Admin key: month-to-date spend, Cost Report (docs/providers.md §anthropic-admin).
 
 Anthropic has no balance API at all, so this is a SPEND figure: the sum of every cost
 line since the first day of the current month (UTC). Amounts are decimal strings in the

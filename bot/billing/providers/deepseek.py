@@ -1,4 +1,4 @@
-"""DeepSeek: `GET /user/balance` with the normal API key (providers.md §7).
+"""DeepSeek: `GET /user/balance` with the normal API key (docs/providers.md §deepseek).
 
 The reply lists one entry per currency (CNY and/or USD) with amounts as strings. The
 primary figure is the CNY entry when there is one, otherwise the first entry in the

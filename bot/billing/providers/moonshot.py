@@ -1,4 +1,4 @@
-"""Moonshot / Kimi: `GET /v1/users/me/balance` with the normal API key (providers.md §8).
+"""Moonshot / Kimi: `GET /v1/users/me/balance` with the API key (docs/providers.md §moonshot).
 
 The reply carries no currency: it is implied by the host (`api.moonshot.cn` bills in CNY,
 `api.moonshot.ai` in USD). For any other host (an operator's proxy, a test server) the

@@ -1,8 +1,8 @@
-"""Novita AI: `GET /openapi/v1/billing/balance/detail` with the API key (providers.md §11).
+"""Novita AI: `GET /openapi/v1/billing/balance/detail` with the API key (docs/providers.md §novita).
 
 Amounts are strings in 1/10000 USD (`"10000"` is $1.00). They are converted by shifting
 the decimal exponent (`scaleb(-4)`), which is exact: no division rounding, no floats.
-providers.md documents no key prefix for Novita, so detection never claims a key.
+docs/providers.md §novita: no key prefix is documented, so detection never claims a key.
 """
 
 from __future__ import annotations

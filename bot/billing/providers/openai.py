@@ -1,6 +1,6 @@
 """Ordinary OpenAI API keys: OpenAI exposes no balance for them, only whether they work.
 
-`GET /v1/models` costs nothing and tells a valid key from a revoked one (providers.md §1c).
+`GET /v1/models` costs nothing and tells a valid key from a revoked one (docs/providers.md §openai).
 A 429 `insufficient_quota` means the key is fine but its credit is used up; we still do not
 know a number, so the result says EXHAUSTED with no figures.
 """

@@ -1,6 +1,6 @@
 """OpenAI Admin keys (`sk-admin-…`): organisation spend from the Costs API.
 
-The Costs API reports money spent per day, never what is left (providers.md §2). With a
+The Costs API reports daily spend, never what is left (docs/providers.md §openai-admin). With a
 user-entered starting balance and its date we show `start_balance − costs since then`,
 flagged as an estimate; otherwise we show spend since the first day of the month (UTC).
 """

@@ -2,7 +2,7 @@
 
 OpenAI restricted `/dashboard/billing/credit_grants` to session keys in April 2023; an
 ordinary `sk-` key gets 403 "must be made with a session key", which we report as the
-wrong key type rather than a rejected key (providers.md §1a).
+wrong key type rather than a rejected key (docs/providers.md §openai-session).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """OpenRouter: `GET /v1/key` (base `https://openrouter.ai/api`) — this key's limit and usage.
 
-providers.md §6. `limit: null` means the key has no spending limit: then the key itself
+docs/providers.md §openrouter. `limit: null` means the key has no spending limit: then the key
 says nothing about money left (that is the account balance), so the result is `unlimited`
 with no remaining/total. `/v1/credits` is never called for ordinary keys: it needs a
 management key and answers other keys with 403 or, worse, HTTP 200 with zeros.

@@ -1,6 +1,6 @@
 """OpenAI-compatible relay sites (one-api, new-api, hosted resellers): one relay token's credit.
 
-Attempts, in order (providers.md §3–§5):
+Attempts, in order (docs/providers.md §relay):
 
 1. new-api `GET /api/usage/token`: answers even for exhausted/expired tokens, in raw quota
    units converted with the site's public `GET /api/status` (`quota_per_unit`, display type).

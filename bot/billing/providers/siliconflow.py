@@ -121,7 +121,7 @@ def currency_for(base_url: str, options: Mapping[str, str]) -> str | None:
     if host.endswith(".cn"):
         return "CNY"
     if host == "siliconflow.com" or host.endswith(".siliconflow.com"):
-        return None  # international site: currency not documented (providers.md §9)
+        return None  # international site: currency not documented (docs/providers.md §siliconflow)
     wanted = str(options.get("currency", "")).strip().upper()
     return wanted if wanted in _OPTION_CURRENCIES else "CNY"
 

@@ -1,4 +1,4 @@
-"""StepFun (阶跃星辰): `GET /v1/accounts` with the normal API key (providers.md §11).
+"""StepFun (阶跃星辰): `GET /v1/accounts` with the normal API key (docs/providers.md §stepfun).
 
 `balance` is what is available; `total_cash_balance` / `total_voucher_balance` split it
 into topped-up and granted money and go to extras. The documentation states no currency:
