@@ -54,3 +54,20 @@ def test_language_resolution() -> None:
     assert resolve_language(None, None) == "en"
     assert resolve_language("en", "zh-hans") == "en"  # /lang wins
     assert resolve_language("zh", "en") == "zh"
+
+
+def test_every_provider_hint_and_explanation_is_translated() -> None:
+    """Provider hints and explanations are msgids too, but not marked with N_()."""
+    from bot.billing.registry import default_registry
+
+    zh = translator("zh")
+    missing = [
+        f"{p.id}: {text[:60]!r}"
+        for p in default_registry().values()
+        for text in (p.hint, *p.explanations.values())
+        if zh(text) == text
+    ]
+    assert not missing, "untranslated provider texts:\n" + "\n".join(missing)
+    for p in default_registry().values():
+        for text in (p.hint, p.title, *p.explanations.values()):
+            assert sorted(PLACEHOLDER.findall(zh(text))) == sorted(PLACEHOLDER.findall(text))

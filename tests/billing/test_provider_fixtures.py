@@ -18,9 +18,11 @@ Fixture format::
         expect: {kind: balance, remaining: "110.00", ...}
         # also: unit: points (null = money); windows: [{name: 5h, used_pct: "52",
         #   resets_at: ..., period: 18000, state: ok}, ...] — every window, in order,
-        #   only the listed fields compared (percent_used and remaining are computed)
+        #   only the listed fields compared (percent_used and remaining are computed);
+        #   extras_keys: [a, b] — exactly these extras, nothing else kept from the body
         expect_error: {kind: key_rejected}           # instead of expect
         expect_paths: ["/user/balance"]              # optional, in order
+        expect_query: {expand: credits}              # optional: first request's query
         auth_header: {Authorization: "Bearer {key}"} # optional; {} or null = no check
 
 Notes for fixture authors: the HTTP client retries 429/5xx (up to 3 requests in all,
@@ -72,6 +74,7 @@ _CASE_KEYS = {
     "expect",
     "expect_error",
     "expect_paths",
+    "expect_query",
     "auth_header",
 }
 _REPLY_KEYS = {"status", "json", "body", "headers", "delay"}
@@ -219,6 +222,9 @@ def compare_result(result: BalanceResult, expect: dict[str, Any]) -> list[str]:
                 continue
             for index, (window, spec) in enumerate(zip(result.windows, wanted, strict=True)):
                 problems += compare_window(index, window, spec or {})
+        elif field == "extras_keys":  # the exact set of extras: nothing else was kept
+            if sorted(result.extras) != sorted(want or []):
+                problems.append(f"extras_keys: got {sorted(result.extras)}, expected {want}")
         elif field == "provider":
             if result.provider != want:
                 problems.append(f"provider: got {result.provider!r}, expected {want!r}")
@@ -306,6 +312,9 @@ async def test_provider_fixture(path: Path, provider_id: str, case: dict[str, An
 
     if "expect_paths" in case:
         assert seen == list(case["expect_paths"]), f"request paths {seen}"
+    if "expect_query" in case:  # the first request's query string, exactly
+        want_query = {str(k): str(v) for k, v in (case["expect_query"] or {}).items()}
+        assert dict(server.requests[0].query) == want_query, server.requests[0].query
 
     if "expect_error" in case:
         assert outcome.error is not None, f"expected an error, got {outcome.result!r}"

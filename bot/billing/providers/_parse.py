@@ -7,7 +7,9 @@ bad field becomes a MALFORMED error instead of a made-up zero.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import unicodedata
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -15,14 +17,22 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.providers.base import FetchContext, HttpReply
 
 __all__ = [
+    "MAX_AMOUNT",
+    "amount",
     "api_root",
+    "error_object",
     "from_iso",
     "from_unix",
+    "from_unix_ms",
     "is_bare_sk",
     "json_object",
+    "percent",
+    "period_name",
     "plain",
     "raise_for_status",
+    "short_text",
     "to_decimal",
+    "unique_name",
 ]
 
 
@@ -53,6 +63,92 @@ def _from_text(text: str) -> Decimal:
         return Decimal(text)
     except InvalidOperation:
         raise BillingError(ErrorKind.MALFORMED, "amount is not a number") from None
+
+
+#: The largest figure a provider may send (money, points, characters, tokens). Anything
+#: above is garbage or an attack (`1E+40`, a 60-digit integer) and would break formatting.
+MAX_AMOUNT = Decimal("1e15")
+_MAX_DIGITS = 24
+
+
+def amount(value: Any, *, minimum: Decimal | None = None) -> Decimal:
+    """`to_decimal`, bounded: |value| <= MAX_AMOUNT, at most 24 significant digits, and not
+    below `minimum` when given (counts and limits pass `Decimal(0)`). Else MALFORMED."""
+    result = to_decimal(value)
+    if abs(result) > MAX_AMOUNT or len(result.as_tuple().digits) > _MAX_DIGITS:
+        raise BillingError(ErrorKind.MALFORMED, "amount out of range")
+    if minimum is not None and result < minimum:
+        raise BillingError(ErrorKind.MALFORMED, "amount below its minimum")
+    return result
+
+
+_HUNDRED = Decimal(100)
+#: A used share a little over 100 % (a request that crossed the limit) is shown as 100 %.
+_PERCENT_SLACK = Decimal(1000)
+
+
+def percent(value: Any) -> Decimal:
+    """A used share in percent, 0–100: over 100 (up to 1000) means "over the limit" and is
+    capped at 100; negative or absurd values are MALFORMED."""
+    result = amount(value)
+    if result < 0 or result > _PERCENT_SLACK:
+        raise BillingError(ErrorKind.MALFORMED, "percentage out of range")
+    return min(result, _HUNDRED)
+
+
+#: Unix-millisecond timestamps are accepted up to the year 9999.
+_MAX_UNIX_MS = Decimal(253_402_214_400_000)
+
+
+def from_unix_ms(millis: Any) -> datetime | None:
+    """Aware UTC datetime from unix milliseconds; None when absent or non-positive."""
+    if millis is None:
+        return None
+    value = to_decimal(millis)
+    if value <= 0:
+        return None
+    if value > _MAX_UNIX_MS:
+        raise BillingError(ErrorKind.MALFORMED, "timestamp out of range")
+    return from_unix(value / 1000)
+
+
+def short_text(value: Any, limit: int = 32) -> str | None:
+    """A provider's label (plan or model name) safe to store and show: printable, no
+    control or format characters, whitespace collapsed, at most `limit` characters;
+    None when there is nothing left."""
+    if not isinstance(value, str):
+        return None
+    kept = "".join(c if unicodedata.category(c)[0] not in "CZ" else " " for c in value[: limit * 4])
+    text = " ".join(kept.split())[:limit].strip()
+    return text or None
+
+
+#: Window lengths with a common name (the renderer translates these ids).
+_PERIOD_NAMES = {timedelta(hours=5): "5h", timedelta(days=1): "daily", timedelta(days=7): "weekly"}
+
+
+def period_name(period: timedelta | None, default: str = "plan") -> str:
+    """A window's short id from its length: "5h", "daily", "weekly", else "3h", "2d"…"""
+    if period is None or period <= timedelta(0):
+        return default
+    if period in _PERIOD_NAMES:
+        return _PERIOD_NAMES[period]
+    minutes = int(period.total_seconds() // 60)
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}min"
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name #2`, `name #3`… when a window of that name exists already."""
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} #{n}" in taken:
+        n += 1
+    return f"{name} #{n}"
 
 
 def from_unix(seconds: Any) -> datetime | None:
@@ -138,3 +234,20 @@ async def get_json_object(ctx: FetchContext, url: str) -> dict[str, Any]:
     reply = await ctx.http.get(url, headers=ctx.bearer())
     raise_for_status(reply)
     return json_object(reply)
+
+
+def error_object(body: Mapping[str, Any]) -> BillingError | None:
+    """An OpenAI-style `{"error": {...}}` in an HTTP 200 answer, classified by its type/code:
+    auth → KEY_REJECTED, rate limit → RATE_LIMITED, anything else → PROVIDER_ERROR; None
+    when there is no error. Upstream text is only read here, never passed on."""
+    error = body.get("error")
+    if not error:
+        return None
+    words = ""
+    if isinstance(error, dict):
+        words = " ".join(str(error.get(k, "")) for k in ("type", "code")).lower()
+    if "auth" in words or "invalid_api_key" in words:
+        return BillingError(ErrorKind.KEY_REJECTED, "auth error in HTTP 200", status=200)
+    if "rate_limit" in words:
+        return BillingError(ErrorKind.RATE_LIMITED, "rate limit in HTTP 200", status=200)
+    return BillingError(ErrorKind.PROVIDER_ERROR, "error body in HTTP 200", status=200)
