@@ -271,3 +271,10 @@ def test_money_with_windows_keeps_the_money_line_first() -> None:
     lines = fmt.detail_lines(both, NOW, fmt.zone("UTC"), EN)
     assert lines == ["<b>¥12.30</b> left", "5-hour: 10 % used"]
     assert fmt.short_figure(both, EN) == "¥12.30"
+
+
+def test_wrong_key_type_uses_the_providers_own_words() -> None:
+    fal = fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, EN, "fal")
+    assert "billing read permission" in fal
+    assert "fal" in fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, ZH, "fal")
+    assert fal != fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, EN, "poe")  # poe: generic

@@ -18,6 +18,7 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
 from bot.billing.providers._parse import amount, api_root, from_unix, json_object, short_text
 from bot.billing.providers.base import FetchContext, HttpReply, Provider
+from bot.i18n import N_
 
 _LABEL = 24
 
@@ -30,7 +31,7 @@ class ElevenLabsProvider(Provider):
     default_base_url = "https://api.elevenlabs.io"
     order = 180
     explanations: ClassVar[Mapping[str, str]] = {
-        "wrong_key_type": (
+        "wrong_key_type": N_(
             "This ElevenLabs key may not read the subscription: allow it User (read) access "
             "or remove its endpoint restrictions."
         ),

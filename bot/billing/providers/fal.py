@@ -20,6 +20,7 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
 from bot.billing.providers._parse import amount, api_root, json_object, raise_for_status
 from bot.billing.providers.base import FetchContext, HttpReply, Provider
+from bot.i18n import N_
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _OUT_OF_CREDIT = ("exhausted balance", "top_up", "top up")
@@ -33,7 +34,7 @@ class FalProvider(Provider):
     default_base_url = "https://api.fal.ai"
     order = 170
     explanations: ClassVar[Mapping[str, str]] = {
-        "wrong_key_type": (
+        "wrong_key_type": N_(
             "This fal key can't read billing: create one with the billing read permission "
             "(BILLING, READONLY or FULL preset)."
         ),

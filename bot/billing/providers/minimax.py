@@ -37,6 +37,7 @@ from bot.billing.providers._parse import (
     unique_name,
 )
 from bot.billing.providers.base import FetchContext, Match, Provider
+from bot.i18n import N_
 
 PLAN_PREFIX = "sk-cp-"
 API_PREFIX = "sk-api-"
@@ -61,7 +62,7 @@ class MiniMaxProvider(Provider):
     default_base_url = "https://api.minimaxi.com"
     order = 120
     explanations: ClassVar[Mapping[str, str]] = {
-        "wrong_key_type": (
+        "wrong_key_type": N_(
             "This MiniMax key has no Token Plan; an sk-api- key shows the account balance."
         ),
     }
