@@ -21,6 +21,7 @@ from telegram.ext import (
 )
 
 from bot import handlers, metrics
+from bot.clock import Clock, system_clock
 from bot.context import BotContext, BotData, Services
 from bot.handlers import alerts as alert_jobs
 from bot.i18n import LANGUAGES, N_, translator
@@ -104,19 +105,20 @@ class BotJobQueue(JobQueue):  # type: ignore[type-arg]
         await super().stop(wait=wait)
 
 
-async def build_services(settings: Settings) -> Services:
+async def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
+    """Every long-lived service, built once, all reading time from the one `clock`."""
     from bot.billing.service import BillingService
     from bot.services.alerts import AlertService
     from bot.services.balances import BalanceService
     from bot.services.outbox import OutboxService
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, clock=clock)
     try:
         vault = await open_vault(settings, db)
     except BaseException:
         await db.dispose()
         raise
-    billing = BillingService(settings, on_check=metrics.observe_check)
+    billing = BillingService(settings, clock=clock, on_check=metrics.observe_check)
     keys = KeyService(db, vault)
     balances = BalanceService(db, keys, billing)
     outbox = OutboxService(db)

@@ -86,7 +86,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
                 case "status":
                     await rotation.status(ring, db, _echo)
                 case "add":
-                    rotation.add(ring, settings, _echo)
+                    rotation.add(ring, settings, _echo, db.clock())
                 case "activate":
                     await rotation.activate(ring, args.kid, settings, db, _echo)
                 case "rewrap":

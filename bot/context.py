@@ -7,10 +7,12 @@ them as `context.services`. The per-update translator is set by the guard handle
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from telegram.ext import Application, CallbackContext, ExtBot
 
+from bot.clock import Clock
 from bot.i18n import Translator, translator
 from bot.services.adding import new_add_limiter
 from bot.services.balances import ManualCheckLimiter
@@ -40,6 +42,11 @@ class Services:
     # First checks of newly added keys per user and hour (docs/security.md §T13).
     add_checks: ManualCheckLimiter = field(default_factory=new_add_limiter)
 
+    @property
+    def clock(self) -> Clock:
+        """The program's one clock; the database was built with it (app.build_services)."""
+        return self.db.clock
+
 
 class BotData:
     """`bot_data`: holds the services once post_init has built them."""
@@ -67,6 +74,10 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], B
         if services is None:
             raise RuntimeError("services are not ready (post_init has not run)")
         return services
+
+    def now(self) -> datetime:
+        """Business time from the program's one clock (bot.clock), never the wall clock."""
+        return self.services.clock()
 
     @property
     def t(self) -> Translator:

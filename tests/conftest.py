@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,26 @@ from sqlalchemy.engine import make_url
 from bot.settings import Settings, load_settings
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+# TEST_TIME_SHIFT_DAYS=400 runs the suite with the wall clock moved that far ahead
+# (CI does it once more after the normal run): a test that only passes on today's
+# calendar fails there. Subprocesses get the same shift via tests/timeshift/.
+TIME_SHIFT_DAYS = float(os.environ.get("TEST_TIME_SHIFT_DAYS") or 0)
+if TIME_SHIFT_DAYS:
+    import time_machine
+
+    time_machine.travel(datetime.now(UTC) + timedelta(days=TIME_SHIFT_DAYS), tick=True).start()
+    _shift_dir = str(Path(__file__).resolve().parent / "timeshift")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_shift_dir, os.environ.get("PYTHONPATH", "")) if p
+    )
+
+
+def pytest_report_header() -> str | None:
+    if TIME_SHIFT_DAYS:
+        return f"wall clock shifted {TIME_SHIFT_DAYS:g} days ahead: {datetime.now(UTC):%Y-%m-%d}"
+    return None
+
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
@@ -145,7 +145,8 @@ class BalanceResult:
     period_start: datetime | None = None  # for SPEND: spend is counted from here
     estimate: bool = False  # remaining is derived from a user-entered starting balance
     extras: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # When the provider answered; stamped by BillingService from the program's clock.
+    fetched_at: datetime | None = None
     # None: remaining/total/used are money in `currency`. Otherwise they count this unit
     # (points, characters, …): no currency, never summed with money.
     unit: Unit | None = None

@@ -19,7 +19,6 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Protocol
 
 import httpx
@@ -31,6 +30,7 @@ from bot.billing.models import CheckOutcome, KeyRequest
 from bot.billing.providers.base import FetchContext, Provider, SiteMemo
 from bot.billing.registry import default_registry
 from bot.billing.ssrf import validate_base_url
+from bot.clock import Clock, system_clock
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,9 @@ _VALID_URLS_MAX = 10_000
 CheckHook = Callable[[str, str, float], None]
 
 
-class Clock(Protocol):
+class Timer(Protocol):
+    """Monotonic seconds (durations, cache lifetimes); not a point in time."""
+
     def __call__(self) -> float: ...
 
 
@@ -77,7 +79,7 @@ class _HostLimiter:
 class _ResultCache:
     """Small LRU with per-entry expiry. Keys are HMACs: no plaintext secret is held."""
 
-    def __init__(self, max_entries: int, clock: Clock) -> None:
+    def __init__(self, max_entries: int, clock: Timer) -> None:
         self._data: OrderedDict[str, tuple[float, CheckOutcome]] = OrderedDict()
         self._max = max_entries
         self._clock = clock
@@ -113,7 +115,8 @@ class BillingService:
         settings: Settings,
         *,
         registry: Mapping[str, Provider] | None = None,
-        clock: Clock | None = None,
+        clock: Clock = system_clock,
+        timer: Timer = time.monotonic,
         http_options: HttpOptions | None = None,
         global_limit: int = 500,
         trusted_host_limit: int = 50,
@@ -127,7 +130,8 @@ class BillingService:
     ) -> None:
         self._settings = settings
         self._registry = registry if registry is not None else default_registry()
-        self._clock: Clock = clock or time.monotonic
+        self._now = clock  # business time: FetchContext.now and fetched_at
+        self._timer: Timer = timer
         self._allow_private = settings.allow_private_base_urls
         self._allowed_ports = allowed_ports
         self._valid_urls: dict[str, str] = {}  # user base URL → canonical (accepted only)
@@ -137,7 +141,7 @@ class BillingService:
         self._hosts = _HostLimiter()
         self._trusted_host_limit = trusted_host_limit
         self._user_host_limit = user_host_limit
-        self._cache = _ResultCache(cache_size, self._clock)
+        self._cache = _ResultCache(cache_size, self._timer)
         self._cache_ttl = cache_ttl
         self._error_cache_ttl = error_cache_ttl
         self._check_timeout = check_timeout
@@ -259,7 +263,7 @@ class BillingService:
             self._cache.put(cache_key, outcome, self._error_cache_ttl)
 
     async def _check(self, req: KeyRequest) -> CheckOutcome:
-        started = self._clock()
+        started = self._timer()
         try:
             provider = self._lookup(req.provider)
             base_url, client, user_url = self._route(req, provider)
@@ -270,7 +274,7 @@ class BillingService:
                 key=req.secret,
                 base_url=base_url,
                 options=dict(req.options),
-                now=datetime.now(UTC),
+                now=self._now(),
                 memo=self._memo,
             )
             await self._hosts.acquire(host, limit)
@@ -280,6 +284,8 @@ class BillingService:
                         result = await provider.fetch(ctx)
             finally:
                 self._hosts.release(host)
+            if result.fetched_at is None:
+                result = replace(result, fetched_at=ctx.now)
             outcome = CheckOutcome(req.key_id, req.provider, result=result)
         except BillingError as exc:
             outcome = CheckOutcome(req.key_id, req.provider, error=exc)
@@ -288,7 +294,7 @@ class BillingService:
             outcome = CheckOutcome(req.key_id, req.provider, error=err)
         except Exception as exc:
             outcome = self._internal_error(req, exc)
-        self._report(req.provider, outcome, self._clock() - started)
+        self._report(req.provider, outcome, self._timer() - started)
         return outcome
 
     def _global_sem(self) -> asyncio.Semaphore:

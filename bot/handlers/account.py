@@ -8,9 +8,8 @@ a /forget confirmation carries the presser's id and a timestamp.
 from __future__ import annotations
 
 import html
-import time
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -142,7 +141,7 @@ async def cmd_forget(update: Update, context: BotContext) -> None:
     assert message is not None and user is not None
     t = context.t
     count = len(await context.services.keys.list(user.id))
-    stamp = str(int(time.time()))
+    stamp = str(int(context.now().timestamp()))
     yes = callbacks.encode(PREFIX, "fg", str(user.id), stamp)
     no = callbacks.encode(PREFIX, "fgno")
     markup = InlineKeyboardMarkup(
@@ -210,12 +209,12 @@ def resolve_zone(raw: str) -> str | None:
     return zone
 
 
-def _local_now(zone: str) -> str:
+def _local_now(zone: str, now: datetime) -> str:
     try:
         tz = zoneinfo.ZoneInfo(zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         tz = zoneinfo.ZoneInfo("UTC")
-    return datetime.now(UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    return now.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
 async def cmd_tz(update: Update, context: BotContext) -> None:
@@ -226,7 +225,9 @@ async def cmd_tz(update: Update, context: BotContext) -> None:
     t = context.t
     if not context.args:
         zone = context.timezone
-        await message.reply_text(t(TZ_CURRENT, zone=_e(zone), now=_e(_local_now(zone))))
+        await message.reply_text(
+            t(TZ_CURRENT, zone=_e(zone), now=_e(_local_now(zone, context.now())))
+        )
         return
     raw = " ".join(context.args)
     zone = resolve_zone(raw)
@@ -235,7 +236,7 @@ async def cmd_tz(update: Update, context: BotContext) -> None:
         return
     await context.services.users.set_timezone(user.id, zone)
     context.timezone = zone
-    await message.reply_text(t(TZ_SET, zone=_e(zone), now=_e(_local_now(zone))))
+    await message.reply_text(t(TZ_SET, zone=_e(zone), now=_e(_local_now(zone, context.now()))))
 
 
 # -- buttons --------------------------------------------------------------------------------
@@ -292,7 +293,8 @@ async def _forget_button(
 ) -> None:
     query, user = update.callback_query, update.effective_user
     assert query is not None and user is not None
-    fresh = stamp.isdigit() and 0 <= time.time() - int(stamp) <= CONFIRM_SECONDS
+    now = context.now().timestamp()
+    fresh = stamp.isdigit() and 0 <= now - int(stamp) <= CONFIRM_SECONDS
     if owner != str(user.id) or not fresh:
         await query.answer(t(EXPIRED), show_alert=True)
         await clear_keyboard(update)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
@@ -196,7 +195,7 @@ def brief_check(context: BotContext, outcome: CheckOutcome | None) -> str:
         error = outcome.error
         kind = error.kind if isinstance(error, BillingError) else ErrorKind.PROVIDER_ERROR
         return fmt.error_sentence(kind, t)
-    now = datetime.now(UTC)
+    now = context.now()
     return "\n".join(fmt.detail_lines(outcome.result, now, fmt.zone(context.timezone), t))
 
 

@@ -14,7 +14,7 @@ import html
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -192,7 +192,7 @@ def _button(t: Translator, text: str, action: str, *args: str) -> InlineKeyboard
 # -- rendering (send time) ------------------------------------------------------------------
 
 
-def render(item: OutboxItem) -> tuple[str, InlineKeyboardMarkup | None]:
+def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup | None]:
     """The message for one outbox row, in the user's language and time zone, escaped."""
     t = translator(item.language or "en")
     tz = item.timezone
@@ -211,7 +211,7 @@ def render(item: OutboxItem) -> tuple[str, InlineKeyboardMarkup | None]:
     elif kind == rules.RECOVERED:
         lines.append(t(A_RECOVERED, label=label, hint=hint, amount=_amount(p, "remaining", t)))
     elif kind == rules.EXPIRES:
-        left = t(WITHIN_DAY) if p.get("stage") == 2 else _days_left(p, t)
+        left = t(WITHIN_DAY) if p.get("stage") == 2 else _days_left(p, t, now)
         date = _when(p.get("expires_at"), tz)
         lines.append(t(A_EXPIRES, label=label, hint=hint, date=date, left=left))
     elif kind == rules.EXPIRED:
@@ -249,12 +249,12 @@ def render(item: OutboxItem) -> tuple[str, InlineKeyboardMarkup | None]:
     return "\n".join(lines), _alert_buttons(item, t)
 
 
-def _days_left(p: dict[str, Any], t: Translator) -> str:
+def _days_left(p: dict[str, Any], t: Translator, now: datetime) -> str:
     try:
         at = datetime.fromisoformat(str(p.get("expires_at")))
     except ValueError:
         return ""
-    days = max(1, int((at - datetime.now(UTC)).total_seconds() // 86400))
+    days = max(1, int((at - now).total_seconds() // 86400))
     return t(IN_DAYS, n=days)
 
 
@@ -289,7 +289,7 @@ def _render_digest(p: dict[str, Any], t: Translator, tz: str) -> str:
 # -- /alerts --------------------------------------------------------------------------------
 
 
-def _key_lines(view: KeyAlerts, t: Translator, tz: str) -> list[str]:
+def _key_lines(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> list[str]:
     head = f"<b>{html.escape(view.label)}</b> <code>{html.escape(view.hint)}</code>"
     low = (
         t(LOW_SET, ladder=_ladder(view.thresholds, view.last, t)) if view.thresholds else t(LOW_OFF)
@@ -301,15 +301,15 @@ def _key_lines(view: KeyAlerts, t: Translator, tz: str) -> list[str]:
         forecast=_yes(view.forecast_on),
     )
     lines = [head, f"  {low}", f"  {flags}"]
-    if view.muted_until is not None and view.muted_until > datetime.now(UTC):
+    if _muted(view, now):
         lines.append("  " + t(MUTED_UNTIL, when=_when(view.muted_until, tz)))
     return lines
 
 
-def _overview(views: list[KeyAlerts], prefs: Prefs, t: Translator, tz: str) -> str:
+def _overview(views: list[KeyAlerts], prefs: Prefs, t: Translator, tz: str, now: datetime) -> str:
     lines = [t(TITLE), ""]
     for view in views:
-        lines += _key_lines(view, t, tz)
+        lines += _key_lines(view, t, tz, now)
     lines.append("")
     lines.append(
         t(DELIVERY, instant=t(ON if prefs.instant else OFF), digest=t(ON if prefs.digest else OFF))
@@ -331,8 +331,8 @@ def _overview_markup(views: list[KeyAlerts], t: Translator) -> InlineKeyboardMar
     return InlineKeyboardMarkup(rows) if rows else None
 
 
-def _key_text(view: KeyAlerts, t: Translator, tz: str) -> str:
-    lines = _key_lines(view, t, tz)
+def _key_text(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> str:
+    lines = _key_lines(view, t, tz, now)
     last = view.last
     if last and last.get("remaining") is not None:
         figure = _amount(last, "remaining", t)
@@ -340,8 +340,12 @@ def _key_text(view: KeyAlerts, t: Translator, tz: str) -> str:
     return "\n".join(lines)
 
 
-def _key_markup(view: KeyAlerts, t: Translator) -> InlineKeyboardMarkup:
-    muted = view.muted_until is not None and view.muted_until > datetime.now(UTC)
+def _muted(view: KeyAlerts, now: datetime) -> bool:
+    return view.muted_until is not None and view.muted_until > now
+
+
+def _key_markup(view: KeyAlerts, t: Translator, now: datetime) -> InlineKeyboardMarkup:
+    muted = _muted(view, now)
     return InlineKeyboardMarkup(
         [
             [_button(t, B_CHECK, "chk", view.key_id), _button(t, B_CHANGE, "thr", view.key_id)],
@@ -380,7 +384,7 @@ async def alerts_command(update: Update, context: BotContext) -> None:
         await message.reply_text(t(NO_KEYS))
         return
     if not args:
-        text = _overview(views, prefs, t, context.timezone)
+        text = _overview(views, prefs, t, context.timezone, context.now())
         await message.reply_text(text, reply_markup=_overview_markup(views, t))
         return
     target, rest = args[0], args[1:]
@@ -397,7 +401,8 @@ async def alerts_command(update: Update, context: BotContext) -> None:
     if not rest:
         view = chosen[0]
         await message.reply_text(
-            _key_text(view, t, context.timezone), reply_markup=_key_markup(view, t)
+            _key_text(view, t, context.timezone, context.now()),
+            reply_markup=_key_markup(view, t, context.now()),
         )
         return
     ids = None if target.lower() == "all" else [v.key_id for v in chosen]
@@ -464,12 +469,14 @@ async def on_callback(update: Update, context: BotContext) -> None:
     action = cb.action
     if action == "key":
         await query.answer()
-        await _show(query, _key_text(view, t, tz), _key_markup(view, t))
+        await _show(
+            query, _key_text(view, t, tz, context.now()), _key_markup(view, t, context.now())
+        )
     elif action in ("chk", "top"):
         await query.answer(t(CHECKING))
         await _check(update, context, view, topped_up=action == "top")
     elif action == "mute":
-        until = datetime.now(UTC) + rules.MUTE_FOR
+        until = context.now() + rules.MUTE_FOR
         await service.mute(user.id, key_id, until)
         await query.answer(t(MUTED, when=_when(until, tz)), show_alert=False)
     elif action == "unm":
@@ -477,13 +484,15 @@ async def on_callback(update: Update, context: BotContext) -> None:
         await query.answer(t(UNMUTED))
         refreshed = await service.get(user.id, key_id)
         if refreshed is not None:
-            await _show(query, _key_text(refreshed, t, tz), _key_markup(refreshed, t))
+            now = context.now()
+            await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
     elif action == "off":
         await service.turn_off(user.id, [key_id])
         await query.answer(t(OFF_OK, labels=view.label)[:200])
         refreshed = await service.get(user.id, key_id)
         if refreshed is not None:
-            await _show(query, _key_text(refreshed, t, tz), _key_markup(refreshed, t))
+            now = context.now()
+            await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
     elif action == "thr":
         await query.answer()
         rows = [
@@ -503,7 +512,8 @@ async def on_callback(update: Update, context: BotContext) -> None:
         await query.answer(t(THRESHOLD_SET))
         refreshed = await service.get(user.id, key_id)
         if refreshed is not None:
-            await _show(query, _key_text(refreshed, t, tz), _key_markup(refreshed, t))
+            now = context.now()
+            await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
     else:
         await query.answer()
 
@@ -541,8 +551,8 @@ async def _check(update: Update, context: BotContext, view: KeyAlerts, *, topped
     else:
         err = outcome.error
         kind = err.kind if isinstance(err, BillingError) else ErrorKind.PROVIDER_ERROR
-        report = KeyReport(key, error=kind, checked_at=datetime.now(UTC))
-    body = fmt.report_block(report, fmt.View.make(context.lang, context.timezone))
+        report = KeyReport(key, error=kind, checked_at=context.now())
+    body = fmt.report_block(report, fmt.View.make(context.lang, context.timezone, context.now()))
     text = f"{t(TOPPED_UP)}\n{body}" if topped_up else body
     await context.bot.send_message(user.id, text)
     _kick(context)  # an event from this check (e.g. "recovered") is in the outbox
@@ -598,12 +608,12 @@ class Sender:
         tasks: list[asyncio.Task[None]] = []
         for item in items:
             if self.stopping:  # hand the rest back: the next process sends them
-                await self.outbox.retry_at(item.id, datetime.now(UTC), count=False)
+                await self.outbox.retry_at(item.id, self.outbox.clock(), count=False)
                 continue
             now = time.monotonic()
             ready = self._last.get(item.user_id, 0.0) + self.per_chat_gap
             if ready > now:  # one message per chat per second
-                when = datetime.now(UTC) + timedelta(seconds=ready - now)
+                when = self.outbox.clock() + timedelta(seconds=ready - now)
                 await self.outbox.retry_at(item.id, when, count=False)
                 continue
             self._last[item.user_id] = now
@@ -618,12 +628,12 @@ class Sender:
 
     async def _send(self, context: BotContext, item: OutboxItem, slots: asyncio.Semaphore) -> None:
         try:
-            text, markup = render(item)
+            text, markup = render(item, self.outbox.clock())
             await context.bot.send_message(item.user_id, text, reply_markup=markup)
         except RetryAfter as exc:
             wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-            await self.outbox.retry_at(item.id, datetime.now(UTC) + timedelta(seconds=seconds))
+            await self.outbox.retry_at(item.id, self.outbox.clock() + timedelta(seconds=seconds))
             metrics.alert("failed")
         except Forbidden:
             log.info("user %s blocked the bot: alerts paused", item.user_id)
@@ -642,7 +652,9 @@ class Sender:
                 backoff = min(300.0, 2.0 ** min(item.attempts, 9) / 2)
                 log.info("alert %s: %s, retry in %.0f s", item.id, type(exc).__name__, backoff)
                 metrics.alert("failed")
-                await self.outbox.retry_at(item.id, datetime.now(UTC) + timedelta(seconds=backoff))
+                await self.outbox.retry_at(
+                    item.id, self.outbox.clock() + timedelta(seconds=backoff)
+                )
         else:
             await self.outbox.mark_sent(item.id)
             self.delivered += 1
@@ -661,7 +673,7 @@ async def sweep_job(context: BotContext) -> None:
         return
     started = time.monotonic()
     stats = await services.alerts.sweep()
-    metrics.sweep_finished(time.monotonic() - started, time.time())
+    metrics.sweep_finished(time.monotonic() - started, services.clock().timestamp())
     if stats.events:
         metrics.alert("queued", stats.events)
         log.info("alerts sweep: %d keys checked, %d events", stats.checked, stats.events)

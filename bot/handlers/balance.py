@@ -59,7 +59,7 @@ async def balance(update: Update, context: BotContext) -> None:
         text = context.t(CHECKING, n=count) if count > 1 else context.t(CHECKING_ONE)
         placeholder = await message.reply_text(text)
     reports = await task
-    chunks = render(reports, fmt.View.make(context.lang, context.timezone))
+    chunks = render(reports, fmt.View.make(context.lang, context.timezone, context.now()))
     await deliver(message, chunks, placeholder)
 
 

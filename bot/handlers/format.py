@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -442,11 +442,11 @@ class View:
 
     t: Translator
     tz: ZoneInfo
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    now: datetime  # the program's clock, read once per reply
 
     @classmethod
-    def make(cls, lang: str, tz_name: str | None, now: datetime | None = None) -> View:
-        return cls(translator(lang), zone(tz_name), now or datetime.now(UTC))
+    def make(cls, lang: str, tz_name: str | None, now: datetime) -> View:
+        return cls(translator(lang), zone(tz_name), now)
 
 
 def title_line(status: str, label: str, provider_id: str, t: Translator | None = None) -> str:

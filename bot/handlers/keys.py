@@ -153,7 +153,7 @@ async def _list(context: BotContext, user_id: int) -> tuple[str, InlineKeyboardM
     if not keys:
         return context.t(T_NO_KEYS), None
     statuses = await services.balances.statuses(user_id)
-    view = fmt.View.make(context.lang, context.timezone)
+    view = fmt.View.make(context.lang, context.timezone, context.now())
     return list_text(keys, statuses, view), list_markup(keys)
 
 
@@ -183,7 +183,7 @@ async def _open(update: Update, context: BotContext, key: KeyView) -> None:
     assert query is not None
     await query.answer()
     status = (await context.services.balances.statuses(key.owner_id, [key.id])).get(key.id)
-    view = fmt.View.make(context.lang, context.timezone)
+    view = fmt.View.make(context.lang, context.timezone, context.now())
     await _edit(query.message, card_text(key, status, view), card_markup(key, context.t))
 
 
@@ -194,7 +194,7 @@ async def _check(update: Update, context: BotContext, key: KeyView) -> None:
     report = await context.services.balances.check_key(key.owner_id, key.id)
     if report is None:  # deleted meanwhile
         return
-    view = fmt.View.make(context.lang, context.timezone)
+    view = fmt.View.make(context.lang, context.timezone, context.now())
     text = fmt.report_block(report, view) + f"\n<code>{html.escape(key.hint)}</code>"
     await _edit(query.message, text, card_markup(key, context.t))
 

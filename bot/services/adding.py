@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -140,7 +139,7 @@ class AddService:
         outcome: CheckOutcome | None = None
         options: dict[str, str] = {}
         if confirmed_rejected:
-            options["rejected_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            options["rejected_at"] = self.keys.db.clock().isoformat(timespec="seconds")
         else:
             if not self.limiter.allow(owner_id):
                 return AddResult(Status.SLOW_DOWN)

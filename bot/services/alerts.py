@@ -26,7 +26,7 @@ import asyncio
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, KeyState
 from bot.billing.service import BillingService
+from bot.clock import Clock
 from bot.services import forecast
 from bot.services.balances import record_rows
 from bot.services.keys import KeyService
@@ -49,14 +50,11 @@ from bot.services.outbox import (
     enqueue_many,
     instance_id,
     outbox_row,
-    utcnow,
 )
 from bot.storage.db import Database
 from bot.storage.models import AlertPrefs, AlertState, ApiKey, BalanceSnapshot, UTCDateTime
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 MAX_RUNGS = 5
 MAX_AMOUNT = Decimal("1000000000")
@@ -386,7 +384,7 @@ class AlertService:
         lease: float | None = None,
         batch_size: int = 500,
         pipeline: int = 2,
-        clock: Clock = utcnow,
+        clock: Clock | None = None,
         owner: str | None = None,
         record: bool = False,
     ) -> None:
@@ -400,7 +398,7 @@ class AlertService:
         self.lease = timedelta(seconds=lease or min(300.0, max(10.0, 3 * interval)))
         self.batch_size = batch_size
         self.pipeline = pipeline  # batches being checked at once while one is written
-        self.clock = clock
+        self.clock = clock or db.clock
         self.owner = owner or instance_id()
         self.record = record  # also keep key_status + snapshots (as BalanceService.record)
         self._lock = asyncio.Lock()

@@ -115,8 +115,13 @@ def _dt(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def result_from_json(data: Mapping[str, Any]) -> BalanceResult | None:
-    """The stored result, or None if the row is unusable (never a made-up figure)."""
+def result_from_json(
+    data: Mapping[str, Any], stored_at: datetime | None = None
+) -> BalanceResult | None:
+    """The stored result, or None if the row is unusable (never a made-up figure).
+
+    `stored_at` (the row's last_ok_at) stands in for a reading time the JSON lacks.
+    """
     try:
         return BalanceResult(
             provider=str(data["provider"]),
@@ -132,7 +137,7 @@ def result_from_json(data: Mapping[str, Any]) -> BalanceResult | None:
             period_start=_dt(data.get("period_start")),
             estimate=bool(data.get("estimate", False)),
             extras=dict(data.get("extras") or {}),
-            fetched_at=_dt(data.get("fetched_at")) or datetime.now(UTC),
+            fetched_at=_dt(data.get("fetched_at")) or stored_at,
             unit=Unit(data["unit"]) if data.get("unit") else None,
             windows=tuple(window_from_json(w) for w in data.get("windows") or ()),
         )
@@ -168,7 +173,7 @@ class StoredStatus:
             kind = ErrorKind.PROVIDER_ERROR
         return cls(
             row.key_id,
-            result_from_json(row.last_result) if row.last_result else None,
+            result_from_json(row.last_result, row.last_ok_at) if row.last_result else None,
             row.last_ok_at,
             kind,
             row.last_error_at,
@@ -306,7 +311,7 @@ class BalanceService:
             return [stored_report(k, stored.get(k.id), readable=r is not None) for k, r in pairs]
         readable = [r for _, r in pairs if r is not None]
         outcomes = {o.key_id: o for o in await self.billing.fetch_many(readable)}
-        now = datetime.now(UTC)
+        now = self.db.clock()
         reports: list[KeyReport] = []
         record: list[CheckOutcome] = []
         for key, req in pairs:
@@ -338,7 +343,7 @@ class BalanceService:
                     log.warning("could not record key status for user %s", owner_id)
 
     async def _record(self, owner_id: int, outcomes: Sequence[CheckOutcome]) -> None:
-        now = datetime.now(UTC)
+        now = self.db.clock()
         ids = [o.key_id for o in outcomes]
         async with self.db.session() as s:
             alive = set(

@@ -13,13 +13,14 @@ id `flow:<user>:<nonce>`, so the ciphertext cannot be replayed into another flow
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete
 
+from bot.clock import Clock
 from bot.secret import Secret
 from bot.services.vault import KeyVault, RecordBinding, VaultError
 from bot.storage.db import Database
@@ -52,12 +53,12 @@ class FlowStore:
         vault: KeyVault,
         *,
         ttl: timedelta = FLOW_TTL,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
     ) -> None:
         self.db = db
         self.vault = vault
         self.ttl = ttl
-        self.clock = clock
+        self.clock = clock or db.clock
 
     @staticmethod
     def new_nonce() -> str:

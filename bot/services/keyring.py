@@ -18,7 +18,7 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -84,13 +84,11 @@ class KeyRing:
         return replace(self, keys={**self.keys, kid: replace(self.keys[kid], state="retired")})
 
 
-def new_kid(now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
+def new_kid(now: datetime) -> str:
     return f"k{now:%Y%m%d}{secrets.token_hex(3)}"
 
 
-def generate_key(state: State = "active") -> RingKey:
-    now = datetime.now(UTC)
+def generate_key(now: datetime, state: State = "active") -> RingKey:
     return RingKey(new_kid(now), secrets.token_bytes(KEY_BYTES), state, now.isoformat())
 
 

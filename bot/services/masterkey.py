@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.errors import ConfigError, StartupRefused
 from bot.services.keyring import KeyRing, create_ring_file, from_env_key, generate_key, load_ring
@@ -122,7 +123,7 @@ async def open_vault(settings: Settings, db: Database) -> KeyVault:
         await check(settings, db, ring)
     state = await stored_keys(db)
     if ring is None:
-        ring = _first_run(settings)
+        ring = _first_run(settings, db.clock())
     vault = KeyVault(ring)
     if state.keycheck is None:
         async with db.session() as s:
@@ -132,9 +133,9 @@ async def open_vault(settings: Settings, db: Database) -> KeyVault:
     return vault
 
 
-def _first_run(settings: Settings) -> KeyRing:
+def _first_run(settings: Settings, now: datetime) -> KeyRing:
     path = settings.keyring_path
-    key = generate_key()
+    key = generate_key(now)
     ring = KeyRing({key.kid: key}, key.kid, str(path))
     try:
         create_ring_file(path, ring)

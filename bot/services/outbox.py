@@ -12,15 +12,16 @@ died before `mark_sent` committed.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.clock import Clock
 from bot.storage.db import Database
 from bot.storage.models import AlertOutbox, AlertPrefs, User
 
@@ -29,12 +30,6 @@ SEND_LEASE = timedelta(seconds=60)
 KEEP_DONE = timedelta(days=30)
 STALE_AFTER_PAUSE = timedelta(hours=24)  # alerts older than this are dropped on resume
 MAX_ATTEMPTS = 50
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def instance_id() -> str:
@@ -114,12 +109,12 @@ class OutboxService:
         db: Database,
         *,
         owner: str | None = None,
-        clock: Clock = utcnow,
+        clock: Clock | None = None,
         send_rate: float = 28.0,
     ) -> None:
         self.db = db
         self.owner = owner or instance_id()
-        self.clock = clock
+        self.clock = clock or db.clock
         #: messages per second the sender allows itself (Telegram: ~30/s per bot).
         self.send_rate = send_rate
 

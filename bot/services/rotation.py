@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bot.errors import ConfigError
 from bot.services.keyring import (
@@ -50,8 +51,8 @@ async def status(ring: KeyRing, db: Database, echo: Echo) -> None:
         echo(f"  {kid:<16} MISSING       rows={state.kids[kid]}")
 
 
-def add(ring: KeyRing, settings: Settings, echo: Echo) -> KeyRing:
-    key = generate_key(state="decrypt-only")
+def add(ring: KeyRing, settings: Settings, echo: Echo, now: datetime) -> KeyRing:
+    key = generate_key(now, state="decrypt-only")
     path = settings.keyring_path
     new_ring = KeyRing({**ring.keys, key.kid: key}, ring.active, str(path))
     if settings.encryption_key is not None:

@@ -30,10 +30,6 @@ NAMING = {
 }
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on both backends (SQLite would hand back naive ones)."""
 
@@ -63,7 +59,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     language: Mapped[str | None] = mapped_column(String(8))  # None: follow Telegram's language
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     keys: Mapped[list[ApiKey]] = relationship(
         back_populates="owner", cascade="all, delete-orphan", passive_deletes=True
@@ -91,8 +87,8 @@ class ApiKey(Base):
     hint: Mapped[str] = mapped_column(String(24))  # masked, e.g. "sk-…a1b2"
     fingerprint: Mapped[str] = mapped_column(String(32))  # keyed HMAC, to spot duplicates
     options: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # non-secret settings
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     owner: Mapped[User] = relationship(back_populates="keys")
 
@@ -135,7 +131,7 @@ class BalanceSnapshot(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     key_id: Mapped[str] = mapped_column(String(32), ForeignKey("api_keys.id", ondelete="CASCADE"))
-    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
     kind: Mapped[str] = mapped_column(String(16))  # balance | spend | validity
     currency: Mapped[str | None] = mapped_column(String(8))
     remaining: Mapped[str | None] = mapped_column(String(48))
@@ -183,7 +179,7 @@ class AlertState(Base):
     last: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last figure, for the digest
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    next_check_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_check_at: Mapped[datetime] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(40))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -210,8 +206,8 @@ class AlertOutbox(Base):
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # no secrets, ever
     status: Mapped[str] = mapped_column(String(10), default="pending")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(40))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

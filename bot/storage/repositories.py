@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.storage.db import session_now
 from bot.storage.models import ApiKey, Meta, User
 
 
@@ -90,7 +91,12 @@ class KeyRepo:
         stmt = (
             update(ApiKey)
             .where(ApiKey.id == key_id, ApiKey.kid == old_kid)
-            .values(ciphertext=ciphertext, kid=kid, fingerprint=fingerprint)
+            .values(
+                ciphertext=ciphertext,
+                kid=kid,
+                fingerprint=fingerprint,
+                updated_at=session_now(self.s),
+            )
         )
         result = await self.s.execute(stmt)
         return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -113,12 +113,14 @@ async def rig(make_settings: Callable[..., Settings], database_url: str) -> Asyn
     settings = make_settings(
         database_url=database_url, provider_base_urls=provider_overrides(providers.url)
     )
-    db = Database(settings.database_url)
-    billing = BillingService(settings, http_options=HttpOptions(attempts=1, backoff_base=0.01))
+    clock = Clock()  # every reader of time in the rig gets this one
+    db = Database(settings.database_url, clock=clock)
+    billing = BillingService(
+        settings, clock=clock, http_options=HttpOptions(attempts=1, backoff_base=0.01)
+    )
     try:
         vault = await open_vault(settings, db)
         keys = KeyService(db, vault)
-        clock = Clock()
         outbox = OutboxService(db, clock=clock)
         alerts = AlertService(db, keys, billing, outbox, interval=60, clock=clock, record=True)
         yield Rig(settings, db, keys, billing, outbox, alerts, providers, balances, clock)

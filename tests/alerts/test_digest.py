@@ -32,7 +32,7 @@ async def test_digest_once_per_local_day(rig: Rig) -> None:
     digests = [r for r in await rig.events(owner) if r.kind == rules.DIGEST]
     assert len(digests) == 2
     [item] = [i for i in await rig.outbox.claim(50, now=next_day) if i.kind == rules.DIGEST][:1]
-    text, markup = render(item)
+    text, markup = render(item, next_day)
     assert markup is None  # a digest has no buttons
     assert "&lt;b&gt;main&lt;/b&gt;" in text and "<b>main</b>" not in text
     assert "42.50" in text

@@ -200,5 +200,10 @@ async def test_arbitrary_bodies_never_crash(name: str, body: Any) -> None:
 async def test_samples_are_valid() -> None:
     for provider, sample in SAMPLES.values():
         await _check(provider, sample)
-        ctx = FetchContext(http=OneReply(sample), key=Secret(KEY), base_url="http://127.0.0.1:9")
+        ctx = FetchContext(
+            http=OneReply(sample),
+            key=Secret(KEY),
+            base_url="http://127.0.0.1:9",
+            now=datetime.now(UTC),
+        )
         assert isinstance(await provider.fetch(ctx), BalanceResult)

@@ -55,7 +55,7 @@ def test_detect(key: str, match: Match) -> None:
 )
 async def test_base_url_forms(base: str) -> None:
     http = FakeHttp({"limit": None, "usage": 1})
-    ctx = FetchContext(http=http, key=Secret(KEY), base_url=base)
+    ctx = FetchContext(http=http, key=Secret(KEY), base_url=base, now=datetime.now(UTC))
     await PROVIDER.fetch(ctx)
     assert http.urls == ["https://openrouter.ai/api/v1/key"]
 

@@ -201,7 +201,7 @@ class FakeClock:
 async def test_second_fetch_served_from_cache(server) -> None:
     server.reply("/balance", json={"remaining": "5"})
     clock = FakeClock()
-    service = make_service(settings(test_echo=server.url), clock=clock)
+    service = make_service(settings(test_echo=server.url), timer=clock)
     try:
         first = await service.fetch(req(1))
         second = await service.fetch(req(1))
@@ -246,7 +246,7 @@ async def test_transient_errors_not_cached_rejections_briefly(server) -> None:
 
     clock = FakeClock()
     server.reply("/balance", status=500, body="x")
-    service = make_service(settings(test_echo=server.url), clock=clock)
+    service = make_service(settings(test_echo=server.url), timer=clock)
     try:
         await service.fetch(req(1))
         await service.fetch(req(1))

@@ -8,6 +8,7 @@ import secrets
 import shutil
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ async def readable(keys: KeyService, owner: int = 1) -> dict[str, str | None]:
 
 async def add_and_activate(o: Opened, echo: Echo) -> tuple[str, str, KeyVault]:
     old = o.vault.active_kid
-    ring = rotation.add(ring_of(o.settings), o.settings, echo)
+    ring = rotation.add(ring_of(o.settings), o.settings, echo, datetime.now(UTC))
     [new] = set(ring.keys) - {old}
     assert ring_of(o.settings).keys[new].state == "decrypt-only"
     assert ring_of(o.settings).active == old
@@ -217,7 +218,9 @@ async def test_two_instances_during_rotation(
     shutil.copy2(a.settings.keyring_path, old_ring_copy)
     stored = await add_keys(a.keys, 2)
 
-    rotation.add(ring_of(a.settings), a.settings, echo)  # phase 1: new key, decrypt-only
+    rotation.add(
+        ring_of(a.settings), a.settings, echo, datetime.now(UTC)
+    )  # phase 1: new key, decrypt-only
     b_ring = tmp_path / "b" / "keyring.json"
     b_ring.parent.mkdir(mode=0o700)
     shutil.copy2(a.settings.keyring_path, b_ring)  # distributed to instance B
@@ -294,7 +297,7 @@ async def test_add_from_encryption_key_writes_a_ring_and_needs_the_variable_gone
         echo = Echo()
         with pytest.raises(ConfigError, match="key ring file"):
             await rotation.activate(vault.ring, vault.active_kid, with_env, db, echo)
-        rotation.add(vault.ring, with_env, echo)
+        rotation.add(vault.ring, with_env, echo, datetime.now(UTC))
         assert any("remove ENCRYPTION_KEY" in line for line in echo)
         assert env_key not in "\n".join(echo)
         with pytest.raises(ConfigError, match="both ENCRYPTION_KEY"):

@@ -9,6 +9,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,7 @@ async def test_wrong_ring_file_refuses(settings: Settings) -> None:
     await add_key(settings)
     path = settings.keyring_path
     path.unlink()
-    key = generate_key()
+    key = generate_key(datetime.now(UTC))
     create_ring_file(path, KeyRing({key.kid: key}, key.kid, str(path)))
     before = await snapshot(settings.database_url)
     with pytest.raises(StartupRefused, match="does not match this database"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pickle
 import secrets
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -29,7 +30,7 @@ def ring_of(*keys: RingKey) -> KeyRing:
 
 @pytest.fixture
 def vault() -> KeyVault:
-    return KeyVault(ring_of(generate_key()))
+    return KeyVault(ring_of(generate_key(datetime.now(UTC))))
 
 
 # -- the cipher on its own -------------------------------------------------------------------
@@ -125,13 +126,13 @@ def test_wrong_master_key_same_kid_is_a_vault_error(vault: KeyVault) -> None:
     with pytest.raises(VaultError):
         KeyVault(ring_of(impostor)).decrypt(blob, BINDING)
     with pytest.raises(VaultError):
-        KeyVault(ring_of(generate_key())).decrypt(blob, BINDING)  # unknown kid
+        KeyVault(ring_of(generate_key(datetime.now(UTC)))).decrypt(blob, BINDING)  # unknown kid
 
 
 def test_old_keys_decrypt_only_and_retired_keys_not_at_all() -> None:
-    old = generate_key()
+    old = generate_key(datetime.now(UTC))
     blob, _ = KeyVault(ring_of(old)).encrypt(Secret(KEY), BINDING)
-    new = generate_key(state="decrypt-only")
+    new = generate_key(datetime.now(UTC), state="decrypt-only")
     rotated = ring_of(old, new).activate(new.kid)
     assert KeyVault(rotated).decrypt(blob, BINDING).reveal() == KEY
     assert KeyVault(rotated).encrypt(Secret(KEY), BINDING)[1] == new.kid
@@ -143,7 +144,7 @@ def test_keycheck(vault: KeyVault) -> None:
     check = vault.make_keycheck()
     vault.verify_keycheck(check)
     with pytest.raises(VaultError):
-        KeyVault(ring_of(generate_key())).verify_keycheck(check)
+        KeyVault(ring_of(generate_key(datetime.now(UTC)))).verify_keycheck(check)
     bad = bytearray(check)
     bad[-1] ^= 1
     with pytest.raises(VaultError):
@@ -154,7 +155,9 @@ def test_fingerprint_is_keyed_and_per_owner(vault: KeyVault) -> None:
     s = Secret(KEY)
     assert vault.fingerprint(1, s) == vault.fingerprint(1, Secret(KEY))
     assert vault.fingerprint(1, s) != vault.fingerprint(2, s)
-    assert vault.fingerprint(1, s) != KeyVault(ring_of(generate_key())).fingerprint(1, s)
+    assert vault.fingerprint(1, s) != KeyVault(
+        ring_of(generate_key(datetime.now(UTC)))
+    ).fingerprint(1, s)
     assert KEY not in vault.fingerprint(1, s)
 
 

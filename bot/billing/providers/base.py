@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import IntEnum
 from typing import Any, ClassVar, Protocol
 
@@ -119,7 +119,7 @@ class FetchContext:
     key: Secret
     base_url: str  # resolved: the user's URL, the operator's override, or the default
     options: Mapping[str, str] = field(default_factory=dict)
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    now: datetime = field(kw_only=True)  # the program's clock (bot.clock), via BillingService
     memo: SiteMemo = field(default_factory=SiteMemo)  # shared per service; fresh if not given
 
     def bearer(self) -> dict[str, str]:
