@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
 
 from bot.clock import Clock, system_clock
 
@@ -48,45 +47,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-_STAMPED = ("created_at", "updated_at")
-
-
-class _StampingSession(Session):
-    """Fills `created_at` / `updated_at` of ORM rows from the database's clock at flush.
-
-    The columns have no Python-side defaults, so a row can never be stamped by the wall
-    clock behind the injected one; Core inserts pass their timestamps explicitly.
-    """
-
-
-@event.listens_for(_StampingSession, "before_flush")
-def _stamp(session: Session, _context: Any, _instances: Any) -> None:
-    now = session_now(session)
-    for obj in session.new:
-        for name in _STAMPED:
-            if hasattr(type(obj), name) and getattr(obj, name) is None:
-                setattr(obj, name, now)
-    for obj in session.dirty:
-        if hasattr(type(obj), "updated_at") and session.is_modified(obj):
-            obj.updated_at = now
-
-
-def session_now(session: Session | AsyncSession) -> Any:
-    """The clock's time, for code that has only a session (repositories)."""
-    clock: Clock = session.info["clock"]
-    return clock()
-
-
 class Database:
     """Owns the engine; hands out sessions. Built once at start-up, disposed at shutdown.
 
-    It also carries the program's clock (`bot.clock`) so storage stamps rows with it.
+    It carries the program's clock (bot/clock.py): services read `db.clock`, and the
+    engine's execution options hand it to the timestamp column defaults (models.utcnow).
     """
 
     def __init__(self, url: str, *, echo: bool = False, clock: Clock = system_clock) -> None:
         self.url = url
         self.clock = clock
-        kwargs: dict[str, Any] = {"echo": echo}
+        kwargs: dict[str, Any] = {"echo": echo, "execution_options": {"clock": clock}}
         path = sqlite_path(url)
         self.is_sqlite = url.startswith("sqlite")
         if path is not None:
@@ -96,12 +67,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(
-            self.engine,
-            expire_on_commit=False,
-            sync_session_class=_StampingSession,
-            info={"clock": clock},
-        )
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

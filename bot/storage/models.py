@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,16 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def utcnow(context: Any) -> datetime:
+    """Column default: the time of the program's clock, which `Database` hands the engine.
+
+    SQLAlchemy calls this for ORM and Core inserts/updates alike, so no row is ever
+    stamped by the wall clock behind the injected one (bot/clock.py).
+    """
+    clock: Callable[[], datetime] = context.execution_options["clock"]
+    return clock()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -59,7 +70,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     language: Mapped[str | None] = mapped_column(String(8))  # None: follow Telegram's language
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     keys: Mapped[list[ApiKey]] = relationship(
         back_populates="owner", cascade="all, delete-orphan", passive_deletes=True
@@ -87,8 +98,8 @@ class ApiKey(Base):
     hint: Mapped[str] = mapped_column(String(24))  # masked, e.g. "sk-…a1b2"
     fingerprint: Mapped[str] = mapped_column(String(32))  # keyed HMAC, to spot duplicates
     options: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # non-secret settings
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     owner: Mapped[User] = relationship(back_populates="keys")
 
@@ -131,7 +142,7 @@ class BalanceSnapshot(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     key_id: Mapped[str] = mapped_column(String(32), ForeignKey("api_keys.id", ondelete="CASCADE"))
-    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(16))  # balance | spend | validity
     currency: Mapped[str | None] = mapped_column(String(8))
     remaining: Mapped[str | None] = mapped_column(String(48))
@@ -179,7 +190,7 @@ class AlertState(Base):
     last: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last figure, for the digest
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    next_check_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_check_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(40))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -206,8 +217,8 @@ class AlertOutbox(Base):
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # no secrets, ever
     status: Mapped[str] = mapped_column(String(10), default="pending")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(40))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

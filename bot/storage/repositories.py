@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.storage.db import session_now
 from bot.storage.models import ApiKey, Meta, User
 
 
@@ -91,12 +90,7 @@ class KeyRepo:
         stmt = (
             update(ApiKey)
             .where(ApiKey.id == key_id, ApiKey.kid == old_kid)
-            .values(
-                ciphertext=ciphertext,
-                kid=kid,
-                fingerprint=fingerprint,
-                updated_at=session_now(self.s),
-            )
+            .values(ciphertext=ciphertext, kid=kid, fingerprint=fingerprint)
         )
         result = await self.s.execute(stmt)
         return bool(result.rowcount)  # type: ignore[attr-defined]
