@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--sweep-batch",
         type=int,
         default=None,
-        help="override AlertService.batch_size (experiment; default: the app's)",
+        help="override AlertSweep.batch_size (experiment; default: the app's)",
     )
     p.add_argument(
         "--host-limit",

@@ -130,22 +130,22 @@ async def fetch_many_sweep(
 
 
 def sweep_entry(services: Any) -> tuple[str, Callable[[int], Awaitable[tuple[int, int]]]]:
-    """The real alert sweep (`AlertService.sweep`) when it exists, else the stand-in.
+    """The real alert sweep (`AlertSweep.run`) when it exists, else the stand-in.
 
     Sweep n runs as if n+1 intervals had passed, so every key is due again.
     """
-    alerts = getattr(services, "alerts", None)
+    alerts = getattr(services, "sweep", None)
     if alerts is None:
         label = "BillingService.fetch_many core (stand-in: no alerts sweep yet)"
         return label, lambda n: fetch_many_sweep(services)
 
     async def real(n: int) -> tuple[int, int]:
         at = datetime.now(UTC) + (n + 1) * alerts.interval + timedelta(seconds=1)
-        stats = await alerts.sweep(at)
+        stats = await alerts.run(at)
         return stats.checked, stats.checked - stats.lost_leases
 
     label = (
-        f"AlertService.sweep (real: lease, check, state machine, outbox, key_status; "
+        f"AlertSweep.run (real: lease, check, state machine, outbox, key_status; "
         f"batch_size={alerts.batch_size})"
     )
     return label, real
@@ -177,10 +177,10 @@ def sweep_phase(
         runs: list[dict[str, Any]] = []
         core_run: dict[str, Any] | None = None
         try:
-            if getattr(services, "alerts", None) is not None:
-                await services.alerts.ensure_rows()  # one-off insert, not part of a sweep
+            if getattr(services, "sweep", None) is not None:
+                await services.sweep.ensure_rows()  # one-off insert, not part of a sweep
                 if batch_size:
-                    services.alerts.batch_size = batch_size
+                    services.sweep.batch_size = batch_size
                     label = label.replace("batch_size=50", f"batch_size={batch_size}")
                 if core:  # the network + decrypt part alone, to locate the cost
                     with _Meter() as m:
@@ -407,10 +407,10 @@ async def _outbox_delivery(app: Any, services: Any, n_alerts: int) -> tuple[str,
     """Enqueue `n_alerts` low-balance alerts for distinct users; drain with the real Sender."""
     from sqlalchemy import insert
 
-    from bot.context import BotContext
-    from bot.handlers.alerts import Sender
-    from bot.services import alerts as rules
-    from bot.services.outbox import enqueue
+    from bot.alerts import rules
+    from bot.alerts.outbox import enqueue
+    from bot.delivery import Sender
+    from bot.handlers.alert_messages import render
     from bot.storage.models import User
 
     base = 5_000_000_000
@@ -424,11 +424,10 @@ async def _outbox_delivery(app: Any, services: Any, n_alerts: int) -> tuple[str,
                        "threshold": "5", "remaining": "1.00", "currency": "USD"}  # fmt: skip
             await enqueue(s, idem_key=f"bench:{i}", user_id=base + i, key_id=None,
                           kind=rules.LOW, payload=payload, now=now)  # fmt: skip
-    sender = Sender(services.outbox)
-    context = BotContext(app)
+    sender = Sender(services.outbox, app.bot, render)
     deadline = time.monotonic() + 60 + n_alerts / 10
     while time.monotonic() < deadline:
-        await sender.run(context)
+        await sender.run()
         counts = await services.outbox.counts()
         if not counts.get("pending"):
             break

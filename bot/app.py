@@ -17,13 +17,12 @@ from telegram.ext import (
     BaseUpdateProcessor,
     ContextTypes,
     Defaults,
-    JobQueue,
 )
 
-from bot import handlers, metrics
+from bot import handlers, jobs, metrics
 from bot.clock import Clock, system_clock
 from bot.context import BotContext, BotData, Services
-from bot.handlers import alerts as alert_jobs
+from bot.handlers.alert_messages import render as render_alert
 from bot.i18n import LANGUAGES, N_, translator
 from bot.logs import install_redaction
 from bot.secret import register_static
@@ -92,25 +91,14 @@ class PerUserUpdateProcessor(BaseUpdateProcessor):
         pass
 
 
-class BotJobQueue(JobQueue):  # type: ignore[type-arg]
-    """Tells long jobs that shutdown has begun before waiting for them to end.
-
-    PTB's JobQueue.stop(wait=True) waits for running jobs; a sweep stuck on slow
-    providers would hold shutdown up. Told first, it finishes or hands back its leases
-    within a bounded grace period.
-    """
-
-    async def stop(self, wait: bool = True) -> None:
-        alert_jobs.stop(self.application)
-        await super().stop(wait=wait)
-
-
 async def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
     """Every long-lived service, built once, all reading time from the one `clock`."""
+    from bot.alerts.digest import DailyDigest
+    from bot.alerts.outbox import OutboxService
+    from bot.alerts.preferences import AlertPreferences
+    from bot.alerts.sweep import AlertSweep
     from bot.billing.service import BillingService
-    from bot.services.alerts import AlertService
     from bot.services.balances import BalanceService
-    from bot.services.outbox import OutboxService
 
     db = Database(settings.database_url, clock=clock)
     try:
@@ -122,7 +110,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     keys = KeyService(db, vault)
     balances = BalanceService(db, keys, billing)
     outbox = OutboxService(db)
-    alerts = AlertService(
+    sweep = AlertSweep(
         db, keys, billing, outbox, interval=settings.alert_interval_seconds, record=True
     )
     return Services(
@@ -132,7 +120,9 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         users=UserService(db),
         billing=billing,
         balances=balances,
-        alerts=alerts,
+        alerts=AlertPreferences(db, outbox),
+        sweep=sweep,
+        digest=DailyDigest(db),
         outbox=outbox,
     )
 
@@ -159,24 +149,8 @@ async def post_init(app: BotApp) -> None:
     if app.bot_data.services is None:
         app.bot_data.services = await build_services(settings)
     await set_commands(app)
-    alert_jobs.schedule(app)
-    services = app.bot_data.services
-    if services.db.is_sqlite and app.job_queue is not None:
-        # The WAL keeps old pages (including rewritten ciphertexts) until a checkpoint.
-        app.job_queue.run_repeating(
-            checkpoint_job,
-            interval=3600,
-            first=600,
-            name="db-checkpoint",
-            job_kwargs={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
-        )
+    jobs.schedule(app, render_alert)
     log.info("bot @%s ready", app.bot.username)
-
-
-async def checkpoint_job(context: BotContext) -> None:
-    services = context.bot_data.services
-    if services is not None:
-        await services.db.checkpoint()
 
 
 async def post_shutdown(app: BotApp) -> None:
@@ -212,7 +186,7 @@ def build_application(
         )
         .rate_limiter(AIORateLimiter(max_retries=3))
         .concurrent_updates(PerUserUpdateProcessor())
-        .job_queue(BotJobQueue())
+        .job_queue(jobs.BotJobQueue())
         .post_init(post_init)
         .post_shutdown(post_shutdown)
         .build()

@@ -18,12 +18,14 @@ from bot.services.adding import new_add_limiter
 from bot.services.balances import ManualCheckLimiter
 
 if TYPE_CHECKING:
+    from bot.alerts.digest import DailyDigest
+    from bot.alerts.outbox import OutboxService
+    from bot.alerts.preferences import AlertPreferences
+    from bot.alerts.sweep import AlertSweep
     from bot.billing.service import BillingService
-    from bot.handlers.alerts import Sender as AlertSender
-    from bot.services.alerts import AlertService
+    from bot.delivery import Sender
     from bot.services.balances import BalanceService
     from bot.services.keys import KeyService
-    from bot.services.outbox import OutboxService
     from bot.services.users import UserService
     from bot.settings import Settings
     from bot.storage.db import Database
@@ -37,7 +39,9 @@ class Services:
     users: UserService
     billing: BillingService
     balances: BalanceService
-    alerts: AlertService | None = None
+    alerts: AlertPreferences | None = None
+    sweep: AlertSweep | None = None
+    digest: DailyDigest | None = None
     outbox: OutboxService | None = None
     # First checks of newly added keys per user and hour (docs/security.md §T13).
     add_checks: ManualCheckLimiter = field(default_factory=new_add_limiter)
@@ -54,7 +58,7 @@ class BotData:
     def __init__(self) -> None:
         self.services: Services | None = None
         self.settings: Settings | None = None
-        self.sender: AlertSender | None = None  # delivers the alert outbox (handlers.alerts)
+        self.sender: Sender | None = None  # delivers the alert outbox (bot/jobs.py makes it)
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):
@@ -82,3 +86,9 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], B
     @property
     def t(self) -> Translator:
         return translator(self.lang)
+
+    def deliver_alerts(self) -> None:
+        """Send new outbox rows now, without making the caller wait for the sends."""
+        sender = self.bot_data.sender
+        if sender is not None:
+            self.application.create_task(sender.run())

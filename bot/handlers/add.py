@@ -22,7 +22,7 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import CheckOutcome, FigureKind
 from bot.billing.providers.base import Provider
 from bot.context import BotContext
-from bot.handlers import alerts, callbacks, fallback
+from bot.handlers import alert_messages, callbacks, fallback
 from bot.handlers import format as fmt
 from bot.handlers.chat import (
     add_service,
@@ -354,7 +354,8 @@ def _alert_offer(context: BotContext, key_id: str, provider_id: str) -> InlineKe
         return None
     if provider.kind is not FigureKind.BALANCE:
         return None
-    data = callbacks.encode(alerts.PREFIX, "thr", key_id)  # the alerts feature takes it from here
+    # the alerts feature (bot/handlers/alerts.py) takes it from here
+    data = callbacks.encode(alert_messages.PREFIX, "thr", key_id)
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(context.t(OFFER_ALERT), callback_data=data)]]
     )

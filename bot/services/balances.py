@@ -19,7 +19,6 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from bot.billing.errors import BillingError, ErrorKind
@@ -34,6 +33,7 @@ from bot.billing.models import (
     WindowState,
 )
 from bot.storage.models import ApiKey, BalanceSnapshot, KeyStatus
+from bot.storage.upsert import upsert
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -440,13 +440,7 @@ async def record_rows(
             failed_rows,
         )
     if new_rows:
-        ins = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert
-        stmt = ins(t)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["key_id"],
-            set_={c: stmt.excluded[c] for c in _EMPTY},
-        )
-        await s.execute(stmt, new_rows)
+        await s.execute(upsert(s, t, ["key_id"], update=_EMPTY), new_rows)
     if snapshots:
         await s.execute(BalanceSnapshot.__table__.insert(), snapshots)
 

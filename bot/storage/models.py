@@ -186,7 +186,7 @@ class AlertState(Base):
     revoked_on: Mapped[bool] = mapped_column(Boolean, default=True)
     forecast_on: Mapped[bool] = mapped_column(Boolean, default=True)
     muted_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    memory: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # see services/alerts.py
+    memory: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # see bot/alerts/rules.py
     last: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last figure, for the digest
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

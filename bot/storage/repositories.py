@@ -4,11 +4,14 @@ load another user's key by id alone (callback data is forgeable, docs/security.m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.storage.models import ApiKey, Meta, User
+from bot.storage.models import AlertState, ApiKey, Meta, User
+from bot.storage.upsert import insert_or_ignore
 
 
 class UserRepo:
@@ -115,3 +118,54 @@ class MetaRepo:
             self.s.add(Meta(key=key, value=value))
         else:
             row.value = value
+
+
+class AlertStateRepo:
+    """`alert_state`: one row per key (what to watch, the rules' memory, the sweep's lease)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    @staticmethod
+    def defaults(key_id: str, owner_id: int, now: datetime) -> dict[str, Any]:
+        """A new key's row: expiry and revoked warnings on, no thresholds, due now."""
+        return {
+            "key_id": key_id,
+            "owner_id": owner_id,
+            "thresholds": [],
+            "expiry_on": True,
+            "revoked_on": True,
+            "forecast_on": True,
+            "memory": {},
+            "next_check_at": now,
+        }
+
+    async def get_or_create(self, key: ApiKey, now: datetime) -> AlertState:
+        state = await self.s.get(AlertState, key.id)
+        if state is None:
+            await self.s.execute(
+                insert_or_ignore(self.s, AlertState, ["key_id"]).values(
+                    **self.defaults(key.id, key.owner_id, now)
+                )
+            )
+            state = await self.s.get(AlertState, key.id)
+            assert state is not None
+        return state
+
+    async def missing(self, after: str, limit: int) -> Sequence[tuple[str, int]]:
+        """(key id, owner) of keys without a row, in key id order after `after`."""
+        stmt = (
+            select(ApiKey.id, ApiKey.owner_id)
+            .where(
+                ApiKey.id > after,
+                ~select(AlertState.key_id).where(AlertState.key_id == ApiKey.id).exists(),
+            )
+            .order_by(ApiKey.id)
+            .limit(limit)
+        )
+        return [(k, o) for k, o in (await self.s.execute(stmt)).all()]
+
+    async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert `defaults` rows; rows that exist already are left alone."""
+        if rows:
+            await self.s.execute(insert_or_ignore(self.s, AlertState, ["key_id"]), list(rows))

@@ -12,13 +12,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bot.alerts.digest import DailyDigest
+from bot.alerts.outbox import OutboxService
+from bot.alerts.preferences import AlertPreferences
+from bot.alerts.sweep import AlertSweep
 from bot.billing.http import HttpOptions
 from bot.billing.service import BillingService
 from bot.secret import Secret
-from bot.services.alerts import AlertService
 from bot.services.keys import KeyService
 from bot.services.masterkey import open_vault
-from bot.services.outbox import OutboxService
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.storage.models import AlertOutbox
@@ -84,7 +86,9 @@ class Rig:
     keys: KeyService
     billing: BillingService
     outbox: OutboxService
-    alerts: AlertService
+    alerts: AlertPreferences
+    sweeper: AlertSweep
+    digest: DailyDigest
     providers: FakeProviderServer
     balances: Balances
     clock: Clock
@@ -96,7 +100,7 @@ class Rig:
 
     async def sweep(self, **advance: float) -> None:
         self.clock.advance(**(advance or {"seconds": 61}))
-        await self.alerts.sweep()
+        await self.sweeper.run()
 
     async def events(self, user_id: int | None = None) -> list[AlertOutbox]:
         return list(await self.outbox.rows(user_id))
@@ -122,8 +126,12 @@ async def rig(make_settings: Callable[..., Settings], database_url: str) -> Asyn
         vault = await open_vault(settings, db)
         keys = KeyService(db, vault)
         outbox = OutboxService(db, clock=clock)
-        alerts = AlertService(db, keys, billing, outbox, interval=60, clock=clock, record=True)
-        yield Rig(settings, db, keys, billing, outbox, alerts, providers, balances, clock)
+        alerts = AlertPreferences(db, outbox, clock=clock)
+        sweeper = AlertSweep(db, keys, billing, outbox, interval=60, clock=clock, record=True)
+        digest = DailyDigest(db, clock)
+        yield Rig(
+            settings, db, keys, billing, outbox, alerts, sweeper, digest, providers, balances, clock
+        )
     finally:
         await billing.aclose()
         await db.dispose()

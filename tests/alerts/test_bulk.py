@@ -31,7 +31,7 @@ async def _count(rig: Rig, model: Any, key_id: str) -> int:
 async def test_lost_lease_mid_batch_leaves_that_key_untouched(rig: Rig) -> None:
     ids = await _keys(rig, 6)
     victim = ids[2]
-    real_check = rig.alerts._check
+    real_check = rig.sweeper._check
 
     async def check_then_lose(batch_ids: Sequence[str]) -> Any:
         batch = await real_check(batch_ids)
@@ -44,9 +44,9 @@ async def test_lost_lease_mid_batch_leaves_that_key_untouched(rig: Rig) -> None:
             )
         return batch
 
-    rig.alerts._check = check_then_lose  # type: ignore[method-assign]
+    rig.sweeper._check = check_then_lose  # type: ignore[method-assign]
     rig.clock.advance(seconds=61)
-    stats = await rig.alerts.sweep()
+    stats = await rig.sweeper.run()
     assert (stats.checked, stats.events, stats.lost_leases) == (5, 5, 1)
     events = await rig.events()
     assert sorted(e.key_id for e in events) == sorted(k for k in ids if k != victim)
@@ -58,7 +58,7 @@ async def test_lost_lease_mid_batch_leaves_that_key_untouched(rig: Rig) -> None:
     assert await _count(rig, BalanceSnapshot, victim) == 0
 
     # The lease comes back: the key's event is recorded once, the others not again.
-    rig.alerts._check = real_check  # type: ignore[method-assign]
+    rig.sweeper._check = real_check  # type: ignore[method-assign]
     async with rig.db.session() as s:
         await s.execute(
             update(AlertState)
@@ -73,11 +73,11 @@ async def test_lost_lease_mid_batch_leaves_that_key_untouched(rig: Rig) -> None:
 
 
 async def test_many_batches_pipelined_each_event_once(rig: Rig) -> None:
-    rig.alerts.batch_size, rig.alerts.pipeline = 4, 2
+    rig.sweeper.batch_size, rig.sweeper.pipeline = 4, 2
     ids = await _keys(rig, 11) + await _keys(rig, 3, owner=USER + 1)
     await rig.alerts.set_delivery(USER + 1, instant=False)  # recorded, not notified
     rig.clock.advance(seconds=61)
-    stats = await rig.alerts.sweep()
+    stats = await rig.sweeper.run()
     assert (stats.checked, stats.events, stats.batches) == (14, 14, 4)
     events = await rig.events()
     assert len(events) == 11 and {e.user_id for e in events} == {USER}

@@ -21,8 +21,8 @@ async def test_thousand_users_within_limits(make_settings) -> None:
     tg = await FakeTelegram(enforce_limits=True).start()
     try:
         async with running_bot(make_settings, tg=tg, alert_interval_seconds=3600) as bot:
-            alerts, outbox = bot.services.alerts, bot.services.outbox
-            assert alerts is not None and outbox is not None
+            sweep, outbox = bot.services.sweep, bot.services.outbox
+            assert sweep is not None and outbox is not None
             # This test runs the sweep itself: the scheduled one (first run after 5 s)
             # would otherwise check some keys while they are still being added.
             assert bot.app.job_queue is not None
@@ -36,11 +36,11 @@ async def test_thousand_users_within_limits(make_settings) -> None:
                 secret = f"sk-load{i:020d}"
                 await bot.services.keys.add(user.id, Secret(secret), "deepseek", label="k")
                 balances.amounts[secret] = "10"
-            await alerts.ensure_rows()
+            await sweep.ensure_rows()
             async with bot.services.db.session() as s:
                 await s.execute(update(AlertState).values(thresholds=["50"]))
             started = time.monotonic()
-            stats = await alerts.sweep()
+            stats = await sweep.run()
             assert stats.checked == USERS and stats.events == USERS
 
             def all_sent() -> bool | None:

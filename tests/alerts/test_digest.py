@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.handlers.alerts import render
-from bot.services import alerts as rules
+from bot.alerts import rules
+from bot.handlers.alert_messages import render
 from bot.services.users import UserService
 from tests.alerts.conftest import Rig
 
@@ -20,14 +20,14 @@ async def test_digest_once_per_local_day(rig: Rig) -> None:
     await rig.alerts.set_delivery(owner, digest=True)
 
     early = datetime(2026, 11, 25, 0, 30, tzinfo=UTC)  # 08:30 in Shanghai: not yet
-    assert await rig.alerts.enqueue_digests(early) == 0
+    assert await rig.digest.enqueue_due(early) == 0
     nine = datetime(2026, 11, 25, 1, 5, tzinfo=UTC)  # 09:05 in Shanghai
-    assert await rig.alerts.enqueue_digests(nine) == 1
-    assert await rig.alerts.enqueue_digests(nine) == 0  # same local day: nothing more
+    assert await rig.digest.enqueue_due(nine) == 1
+    assert await rig.digest.enqueue_due(nine) == 0  # same local day: nothing more
     later = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # 23:00 the same local day
-    assert await rig.alerts.enqueue_digests(later) == 0
+    assert await rig.digest.enqueue_due(later) == 0
     next_day = datetime(2026, 11, 26, 1, 5, tzinfo=UTC)
-    assert await rig.alerts.enqueue_digests(next_day) == 1
+    assert await rig.digest.enqueue_due(next_day) == 1
 
     digests = [r for r in await rig.events(owner) if r.kind == rules.DIGEST]
     assert len(digests) == 2
@@ -39,10 +39,10 @@ async def test_digest_once_per_local_day(rig: Rig) -> None:
     assert key not in text
 
     await rig.alerts.set_delivery(owner, digest=False)
-    assert await rig.alerts.enqueue_digests(datetime(2026, 11, 27, 2, 0, tzinfo=UTC)) == 0
+    assert await rig.digest.enqueue_due(datetime(2026, 11, 27, 2, 0, tzinfo=UTC)) == 0
 
 
 async def test_digest_skips_users_without_keys(rig: Rig) -> None:
     await UserService(rig.db).touch(7002)  # users exist once they have talked to the bot
     await rig.alerts.set_delivery(7002, digest=True)
-    assert await rig.alerts.enqueue_digests(datetime(2026, 11, 25, 12, 0, tzinfo=UTC)) == 0
+    assert await rig.digest.enqueue_due(datetime(2026, 11, 25, 12, 0, tzinfo=UTC)) == 0

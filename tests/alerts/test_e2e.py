@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bot.alerts.preferences import AlertPreferences
+from bot.alerts.sweep import AlertSweep
 from bot.secret import Secret
-from bot.services.alerts import AlertService
 from bot.storage.models import AlertPrefs, AlertState
 from tests.alerts.conftest import Balances, poll_until
 from tests.e2e.harness import RunningBot, running_bot
@@ -29,9 +30,14 @@ async def bot_with_balances(
         yield bot, balances
 
 
-def service(bot: RunningBot) -> AlertService:
+def service(bot: RunningBot) -> AlertPreferences:
     assert bot.services.alerts is not None
     return bot.services.alerts
+
+
+def sweeper(bot: RunningBot) -> AlertSweep:
+    assert bot.services.sweep is not None
+    return bot.services.sweep
 
 
 async def add_key(bot: RunningBot, owner: int, secret: str, label: str | None = None) -> str:
@@ -97,7 +103,7 @@ async def test_429s_and_a_dropped_connection_lose_and_double_nothing(make_settin
             bal.amounts[secret] = "10"
         bot.tg.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", 1, count=5)
         bot.tg.drop_connection_next("sendMessage")
-        await service(bot).sweep()
+        await sweeper(bot).run()
 
         def all_arrived() -> bool | None:
             return all(alerts_in(bot.tg, u.id) for u in users) or None
@@ -161,7 +167,7 @@ async def test_alert_buttons_and_ownership(make_settings) -> None:
         key_id = await add_key(bot, ann.id, secret, label="main")
         await service(bot).set_thresholds(ann.id, [key_id], ["50"])
         bal.amounts[secret] = "10"
-        await service(bot).sweep()
+        await sweeper(bot).run()
         alert = await bot.tg.wait_for_reply(ann)
         assert LOW in (alert.text or "")
 
@@ -203,7 +209,7 @@ async def test_blocked_user_is_paused_then_resumed(make_settings) -> None:
         await service(bot).set_thresholds(ann.id, [key_id], ["50"])
         bal.amounts[secret] = "10"
         bot.tg.block(ann.id)
-        await service(bot).sweep()
+        await sweeper(bot).run()
         outbox = bot.services.outbox
         assert outbox is not None
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
+from bot.alerts.outbox import OutboxService
+from bot.alerts.preferences import AlertPreferences
 from bot.secret import Secret
-from bot.services.alerts import AlertService
 from bot.services.keys import KeyService
 from bot.services.masterkey import open_vault
-from bot.services.outbox import OutboxService
 from bot.settings import Settings
 from bot.storage.db import Database
 from tests.alerts.conftest import Balances, poll_until
@@ -68,7 +68,7 @@ async def seed(
     secrets: list[str] = []
     try:
         keys = KeyService(db, await open_vault(settings, db))
-        alerts = AlertService(db, keys, None, OutboxService(db))  # type: ignore[arg-type]
+        alerts = AlertPreferences(db, OutboxService(db))
         for uid in users:
             for j in range(per_user):
                 secret = f"sk-proc{uid:010d}{j:04d}"

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, text
 
-from bot.services.alerts import BadSpec, parse_specs
+from bot.alerts.rules import BadSpec, parse_specs
 from bot.storage.models import AlertState, BalanceSnapshot
 from tests.alerts.conftest import Rig
 
@@ -184,10 +184,10 @@ async def test_each_key_has_a_row_and_cascade_on_delete(rig: Rig) -> None:
 async def test_claims_are_exclusive_and_leases_expire(rig: Rig) -> None:
     for i in range(5):
         await rig.add_key(USER, f"sk-lease0000000000000{i:03d}")
-    await rig.alerts.ensure_rows(rig.clock.now)
+    await rig.sweeper.ensure_rows(rig.clock.now)
     now = rig.clock.now
-    first = await rig.alerts.claim(now, 3)
-    other = type(rig.alerts)(rig.db, rig.keys, rig.billing, rig.outbox, interval=60, lease=30)
+    first = await rig.sweeper.claim(now, 3)
+    other = type(rig.sweeper)(rig.db, rig.keys, rig.billing, rig.outbox, interval=60, lease=30)
     second = await other.claim(now, 10)
     assert len(first) == 3 and len(second) == 2 and not set(first) & set(second)
     assert await other.claim(now, 10) == []
@@ -195,7 +195,7 @@ async def test_claims_are_exclusive_and_leases_expire(rig: Rig) -> None:
 
 
 async def test_outbox_claim_is_exclusive_and_idempotent(rig: Rig) -> None:
-    from bot.services.outbox import OutboxService, enqueue
+    from bot.alerts.outbox import OutboxService, enqueue
 
     await rig.keys.add(
         USER, __import__("bot.secret").secret.Secret("sk-ob0000000000000001"), "deepseek"

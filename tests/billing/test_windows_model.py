@@ -114,8 +114,8 @@ def test_fixture_runner_compares_windows_and_unit() -> None:
 
 
 def test_alert_figure_carries_the_unit() -> None:
+    from bot.alerts.rules import LOW, Watch, evaluate
     from bot.billing.models import CheckOutcome
-    from bot.services.alerts import LOW, Watch, evaluate
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
     points = BalanceResult(provider="poe", kind=FigureKind.BALANCE, remaining=Decimal(40),

@@ -1,6 +1,6 @@
 """The alert outbox: notifications written with their event, delivered by lease.
 
-An event and its outbox row are committed together (see `alerts.py`), so a crash can
+An event and its outbox row are committed together (see bot/alerts/sweep.py), so a crash can
 neither lose a notification nor record one twice; `idem_key` is unique, so even a bug
 that detects an event twice inserts one row. Delivery claims rows with a lease
 (`FOR UPDATE SKIP LOCKED` on PostgreSQL, a compare-and-set UPDATE everywhere), so two
@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.storage.db import Database
 from bot.storage.models import AlertOutbox, AlertPrefs, User
+from bot.storage.upsert import insert_or_ignore
 
 PENDING, SENT, FAILED, EXPIRED = "pending", "sent", "failed", "expired"
 SEND_LEASE = timedelta(seconds=60)
@@ -73,8 +73,7 @@ def outbox_row(
 
 
 def _insert(s: AsyncSession) -> Any:
-    ins = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert
-    return ins(AlertOutbox).on_conflict_do_nothing(index_elements=["idem_key"])
+    return insert_or_ignore(s, AlertOutbox, ["idem_key"])
 
 
 async def enqueue(

@@ -1,0 +1,297 @@
+"""Alert rules: the event state machine and the threshold specs. Pure: no I/O, no clock.
+
+`evaluate` takes one check's outcome and the key's memory (a JSON dict kept on
+`alert_state`) and returns the new memory and the events to notify. The sweep
+(bot/alerts/sweep.py) feeds it; a new event family is a new rule here.
+
+- low-balance rungs: `fired` lists rungs below which the balance fell; a rung fires
+  when the balance drops strictly below it and re-arms only once the balance is at
+  least threshold + margin (hysteresis). All rungs re-armed after some fired → one
+  "recovered" note. Unknown or unlimited balances never fire or re-arm anything.
+- expiry: stage 0 → 1 (≤ 7 days) → 2 (≤ 1 day) → 3 (expired); a new expiry date
+  (renewal) resets the stage.
+- revoked: fires on the provider rejecting the key; a later success re-arms it.
+- stale: transient failures start `failing_since`; after 24 h in a row, one event.
+- forecast: runs out within 3 days at the recent burn rate; re-armed by a top-up
+  or a forecast beyond 4.5 days.
+A single failed check changes nothing but `failing_since`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from bot.alerts import forecast
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, KeyState
+
+MAX_RUNGS = 5
+MAX_AMOUNT = Decimal("1000000000")
+EXPIRY_SOON = timedelta(days=7)
+EXPIRY_VERY_SOON = timedelta(days=1)
+STALE_AFTER = timedelta(hours=24)
+FORECAST_DAYS = Decimal(3)
+FORECAST_REARM_DAYS = Decimal("4.5")
+
+# event kinds (also the outbox `kind` and the renderer's switch)
+LOW, RECOVERED, EXPIRES, EXPIRED, REVOKED, STALE, FORECAST, DIGEST = (
+    "low",
+    "recovered",
+    "expires",
+    "expired",
+    "revoked",
+    "stale",
+    "forecast",
+    "digest",
+)
+
+
+# -- thresholds ---------------------------------------------------------------------------
+
+_SPEC = re.compile(r"^(\d{1,10}(?:[.,]\d{1,6})?)(%?)$")
+
+
+class BadSpec(ValueError):
+    """A threshold the user typed that we cannot use (the message names the token)."""
+
+
+def parse_spec(token: str) -> str:
+    """`50` → "50", `2.5%` → "2.5%": normalised text, or BadSpec."""
+    m = _SPEC.match(token.strip())
+    if not m:
+        raise BadSpec(token)
+    try:
+        value = Decimal(m[1].replace(",", "."))
+    except InvalidOperation:
+        raise BadSpec(token) from None
+    pct = bool(m[2])
+    if value <= 0 or (pct and value >= 100) or value > MAX_AMOUNT:
+        raise BadSpec(token)
+    text_value = format(value.normalize(), "f")
+    return f"{text_value}%" if pct else text_value
+
+
+def parse_specs(tokens: Sequence[str]) -> list[str]:
+    """A ladder: distinct rungs, highest first (amounts before percentages), at most 5."""
+    specs = list(dict.fromkeys(parse_spec(t) for t in tokens))
+    if not specs or len(specs) > MAX_RUNGS:
+        raise BadSpec(" ".join(tokens))
+    return sorted(specs, key=lambda s: (s.endswith("%"), -Decimal(s.rstrip("%"))))
+
+
+def threshold_amount(spec: str, total: Decimal | None) -> Decimal | None:
+    """The rung in money; a percentage needs the provider's total (else None)."""
+    if spec.endswith("%"):
+        if total is None or total <= 0:
+            return None
+        return total * Decimal(spec[:-1]) / 100
+    return Decimal(spec)
+
+
+def margin(threshold: Decimal) -> Decimal:
+    """Hysteresis: how far above a rung the balance must climb before it re-arms."""
+    return max(threshold * Decimal("0.05"), min(Decimal("0.5"), threshold * Decimal("0.1")))
+
+
+# -- the state machine (pure) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    thresholds: tuple[str, ...] = ()
+    expiry_on: bool = True
+    revoked_on: bool = True
+    forecast_on: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str
+    tag: str  # makes the idempotency key unique per crossing
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Transition:
+    """What one check changes: the key's new memory, its failure streak, the events."""
+
+    memory: dict[str, Any]
+    failing_since: datetime | None
+    events: list[Event]
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _num(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _bump(memory: dict[str, Any], name: str) -> int:
+    counters = dict(memory.get("n") or {})
+    counters[name] = int(counters.get(name, 0)) + 1
+    memory["n"] = counters
+    return int(counters[name])
+
+
+def evaluate(
+    watch: Watch,
+    memory: Mapping[str, Any],
+    failing_since: datetime | None,
+    outcome: CheckOutcome,
+    history: Sequence[tuple[datetime, Decimal]],
+    now: datetime,
+) -> Transition:
+    """One check's outcome through the state machine: new memory and the events."""
+    mem: dict[str, Any] = {k: v for k, v in memory.items()}
+    events: list[Event] = []
+    result = outcome.result
+    if result is None:
+        kind = outcome.error.kind if isinstance(outcome.error, BillingError) else None
+        if kind is ErrorKind.KEY_REJECTED:
+            if watch.revoked_on and not mem.get("rev"):
+                mem["rev"] = True
+                n = _bump(mem, "rev")
+                events.append(Event(REVOKED, f"rev:{n}", {"at": iso(now)}))
+            return Transition(mem, None, events)
+        since = failing_since or now
+        if now - since >= STALE_AFTER and not mem.get("stale"):
+            mem["stale"] = True
+            n = _bump(mem, "stale")
+            err = kind.value if kind is not None else ErrorKind.PROVIDER_ERROR.value
+            events.append(Event(STALE, f"stale:{n}", {"since": iso(since), "error": err}))
+        return Transition(mem, since, events)
+
+    mem["rev"] = False
+    mem["stale"] = False
+    figure = reading(result)
+    events += _low_balance(watch, mem, result, figure)
+    if watch.expiry_on:
+        events += _expiry(mem, result, now, figure)
+    if watch.forecast_on:
+        events += _forecast(mem, result, history, now, figure)
+    return Transition(mem, None, events)
+
+
+def reading(result: BalanceResult) -> dict[str, Any]:
+    """The figure as event payloads and `alert_state.last` keep it (strings, ISO times)."""
+    return {
+        "remaining": _num(result.remaining),
+        "total": _num(result.total),
+        "currency": result.currency,
+        "unit": _unit(result),
+        "measured_at": iso(result.fetched_at),
+    }
+
+
+def _unit(result: BalanceResult) -> str:
+    """What the figure counts, for the renderer: points/characters, or a relay's raw unit."""
+    if result.unit is not None:
+        return result.unit.value
+    return str(result.extras.get("unit", "")) if result.extras else ""
+
+
+def money_value(result: BalanceResult) -> Decimal | None:
+    """The remaining balance when it is a real figure (not unknown, not unlimited)."""
+    if result.kind is not FigureKind.BALANCE or result.unlimited:
+        return None
+    return result.remaining
+
+
+def _low_balance(
+    watch: Watch, mem: dict[str, Any], result: BalanceResult, figure: dict[str, Any]
+) -> list[Event]:
+    value = money_value(result)
+    fired = [r for r in mem.get("fired", []) if r in watch.thresholds]
+    had_fired = bool(fired)
+    if value is None:
+        mem["fired"] = fired
+        return []
+    levels = {spec: threshold_amount(spec, result.total) for spec in watch.thresholds}
+    # re-arm rungs the balance climbed back above (with hysteresis)
+    fired = [
+        r
+        for r in fired
+        if levels[r] is None or value <= levels[r] + margin(levels[r])  # type: ignore[operator]
+    ]
+    events: list[Event] = []
+    crossed = [
+        spec
+        for spec, level in levels.items()
+        if spec not in fired and level is not None and value < level
+    ]
+    if crossed:
+        worst = min(crossed, key=lambda s: levels[s])  # type: ignore[arg-type,return-value]
+        fired += crossed
+        n = _bump(mem, "low")
+        data = {**figure, "threshold": worst, "threshold_amount": _num(levels[worst])}
+        events.append(Event(LOW, f"low:{worst}:{n}", data))
+    elif had_fired and not fired:
+        n = _bump(mem, "rec")
+        events.append(Event(RECOVERED, f"rec:{n}", dict(figure)))
+    mem["fired"] = fired
+    return events
+
+
+def _expiry(
+    mem: dict[str, Any], result: BalanceResult, now: datetime, figure: dict[str, Any]
+) -> list[Event]:
+    exp = dict(mem.get("exp") or {"at": None, "stage": 0})
+    at = result.expires_at
+    expired = result.state is KeyState.EXPIRED or (at is not None and at <= now)
+    if at is not None and iso(at) != exp.get("at"):
+        exp = {"at": iso(at), "stage": 0}  # first seen, or renewed
+    elif at is None and not expired and exp.get("stage"):
+        exp = {"at": None, "stage": 0}  # renewed without a date
+    if expired:
+        target = 3
+    elif at is not None and at - now <= EXPIRY_VERY_SOON:
+        target = 2
+    elif at is not None and at - now <= EXPIRY_SOON:
+        target = 1
+    else:
+        target = 0
+    events: list[Event] = []
+    if target > int(exp.get("stage", 0)):
+        exp["stage"] = target
+        n = _bump(mem, "exp")
+        kind = EXPIRED if target == 3 else EXPIRES
+        data = {**figure, "expires_at": iso(at), "stage": target}
+        events.append(Event(kind, f"exp{target}:{(iso(at) or 'na')[:10]}:{n}", data))
+    mem["exp"] = exp
+    return events
+
+
+def _forecast(
+    mem: dict[str, Any],
+    result: BalanceResult,
+    history: Sequence[tuple[datetime, Decimal]],
+    now: datetime,
+    figure: dict[str, Any],
+) -> list[Event]:
+    value = money_value(result)
+    if value is None:
+        return []
+    points = sorted([*history, (result.fetched_at, value)])
+    previous = history[-1][1] if history else None
+    if previous is not None and value > previous:  # a top-up: start afresh
+        mem["fc"] = False
+        return []
+    when = forecast.runs_out_at(points, value, now)
+    if when is None:
+        return []
+    days = Decimal((when - now).total_seconds()) / 86400
+    if days > FORECAST_REARM_DAYS:
+        mem["fc"] = False
+        return []
+    if days > FORECAST_DAYS or mem.get("fc") or value <= 0:
+        return []
+    mem["fc"] = True
+    n = _bump(mem, "fc")
+    return [Event(FORECAST, f"fc:{n}", {**figure, "runs_out_at": iso(when)})]

@@ -1,0 +1,447 @@
+"""The leased sweep: claim due keys, check them, write state and events, prune.
+
+The sweep claims due keys with a lease (so replicas split the work and a crashed
+process's keys come back after the lease), checks them through the billing service
+(decrypting just in time, in bounded batches), and commits each batch in ONE
+transaction: the rules' new memory (bot/alerts/rules.py), an outbox row per event
+(bot/alerts/outbox.py), key_status and snapshots. A key whose lease was lost meanwhile
+is left alone, so an event is recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.alerts import forecast
+from bot.alerts.outbox import OutboxService, enqueue_many, instance_id, outbox_row
+from bot.alerts.rules import Watch, evaluate, money_value, reading
+from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import CheckOutcome, FigureKind
+from bot.billing.service import BillingService
+from bot.clock import Clock
+from bot.services.balances import record_rows
+from bot.services.keys import KeyService
+from bot.storage.db import Database
+from bot.storage.models import AlertPrefs, AlertState, ApiKey, BalanceSnapshot, UTCDateTime
+from bot.storage.repositories import AlertStateRepo
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FULL = timedelta(days=2)  # keep every snapshot this long, then one per day
+SNAPSHOT_MAX = 500  # per key
+PRUNE_EVERY = timedelta(hours=1)
+
+
+@dataclass(slots=True)
+class SweepStats:
+    checked: int = 0
+    events: int = 0
+    lost_leases: int = 0
+    batches: int = 0
+    interrupted: bool = False  # stopped for shutdown; unchecked keys' leases handed back
+
+
+@dataclass(slots=True)
+class _Checked:
+    """A batch between its checks and its write (the plaintext keys are gone by now)."""
+
+    ids: list[str]
+    outcomes: dict[str, CheckOutcome]
+    names: dict[str, tuple[str, str, str]]  # key id → label, hint, provider (payloads)
+
+
+class AlertSweep:
+    """Checks every due key on a schedule, replicas sharing the work through leases."""
+
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyService,
+        billing: BillingService,
+        outbox: OutboxService,
+        *,
+        interval: float = 3600.0,
+        lease: float | None = None,
+        batch_size: int = 500,
+        pipeline: int = 2,
+        clock: Clock | None = None,
+        owner: str | None = None,
+        record: bool = False,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.billing = billing
+        self.outbox = outbox
+        self.interval = timedelta(seconds=interval)
+        # Long enough for a batch of slow checks; short enough that a crashed replica's
+        # keys are picked up soon. Losing a lease costs a re-check, never a duplicate.
+        self.lease = timedelta(seconds=lease or min(300.0, max(10.0, 3 * interval)))
+        self.batch_size = batch_size
+        self.pipeline = pipeline  # batches being checked at once while one is written
+        self.clock = clock or outbox.clock
+        self.owner = owner or instance_id()
+        self.record = record  # also keep key_status + snapshots (as BalanceService.record)
+        self._lock = asyncio.Lock()
+        self._last_prune: datetime | None = None
+        self._stopping = asyncio.Event()
+        self.stop_grace = 10.0  # seconds in-flight checks may take once shutdown begins
+
+    def request_stop(self) -> None:
+        """Shutdown: finish (or abandon) the current batch, claim no more."""
+        self._stopping.set()
+
+    async def release(self, key_ids: Sequence[str]) -> None:
+        """Hand leases back so another replica (or the restarted process) checks at once."""
+        t = AlertState.__table__
+        async with self.db.session() as s:
+            await s.execute(
+                update(t)
+                .where(t.c.key_id.in_(list(key_ids)), t.c.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    async def ensure_rows(self, now: datetime | None = None, *, chunk: int = 5000) -> int:
+        """Every key gets its alert_state row (defaults: expiry + revoked on), due now.
+
+        In chunks by key id, so a first start with 100k keys never holds them all in memory.
+        """
+        now = now or self.clock()
+        added = 0
+        after = ""
+        while True:
+            async with self.db.session() as s:
+                page = await AlertStateRepo(s).missing(after, chunk)
+            if not page:
+                return added
+            after = page[-1][0]
+            await self._insert_rows([AlertStateRepo.defaults(k, o, now) for k, o in page])
+            added += len(page)
+
+    async def _insert_rows(self, values: list[dict[str, Any]]) -> None:
+        try:
+            async with self.db.session() as s:
+                await AlertStateRepo(s).insert_many(values)
+        except IntegrityError:  # a key deleted meanwhile: go one by one
+            for value in values:
+                try:
+                    async with self.db.session() as s:
+                        await AlertStateRepo(s).insert_many([value])
+                except IntegrityError:
+                    pass
+
+    async def claim(
+        self,
+        now: datetime,
+        limit: int,
+        key_ids: Sequence[str] | None = None,
+        due_by: datetime | None = None,
+    ) -> list[str]:
+        """Lease due keys: SKIP LOCKED on PostgreSQL, a compare-and-set UPDATE on both."""
+        t = AlertState.__table__
+        lease_free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
+        due = select(t.c.key_id).where(lease_free)
+        if key_ids is None:
+            due = due.where(t.c.next_check_at <= (due_by or now)).order_by(t.c.next_check_at)
+        else:
+            due = due.where(t.c.key_id.in_(list(key_ids)))
+        due = due.limit(limit).with_for_update(skip_locked=True)
+        stmt = (
+            update(t)
+            .where(t.c.key_id.in_(due), lease_free)
+            .values(lease_owner=self.owner, lease_until=now + self.lease)
+            .returning(t.c.key_id)
+        )
+        async with self.db.session() as s:
+            return list((await s.scalars(stmt)).all())
+
+    async def run(
+        self, now: datetime | None = None, *, max_batches: int | None = None
+    ) -> SweepStats:
+        """Check every key due at the start, batch by batch. Never runs twice at once.
+
+        Keys that fall due while it runs wait for the next sweep, so a sweep always ends;
+        nothing is lost when a tick is skipped, because "due" lives in the database.
+        Up to `pipeline` batches are being checked while the previous one is written,
+        so the network never waits for the database (and memory stays bounded).
+        """
+        stats = SweepStats()
+        async with self._lock:
+            fixed = now
+            start = now or self.clock()
+            await self.ensure_rows(start)
+            checking: deque[asyncio.Task[_Checked | None]] = deque()
+            writing: asyncio.Task[list[CheckOutcome]] | None = None
+            more = True
+            try:
+                while True:
+                    while more and len(checking) < self.pipeline:
+                        if max_batches is not None and stats.batches >= max_batches:
+                            more = False
+                            break
+                        if self._stopping.is_set():
+                            stats.interrupted = True
+                            more = False
+                            break
+                        ids = await self.claim(fixed or self.clock(), self.batch_size, due_by=start)
+                        if not ids:
+                            more = False
+                            break
+                        stats.batches += 1
+                        checking.append(asyncio.ensure_future(self._check(ids)))
+                        if len(ids) < self.batch_size:
+                            more = False
+                    if not checking:
+                        break
+                    batch = await checking.popleft()
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    if batch is None:  # shutdown: its leases are handed back already
+                        stats.interrupted = True
+                        more = False
+                        continue  # batches still in flight are written or handed back too
+                    writing = asyncio.ensure_future(
+                        self._write(batch, fixed or self.clock(), stats)
+                    )
+            finally:
+                if checking:  # only after an error: let them finish or hand their keys back
+                    self.request_stop()
+                    await asyncio.gather(*checking, return_exceptions=True)
+                if writing is not None:
+                    await writing
+            if self._last_prune is None or start - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = start
+                await self.prune(start)
+        return stats
+
+    async def check_now(self, owner_id: int, key_id: str) -> CheckOutcome | None:
+        """A user-requested check that runs through the same state machine as the sweep.
+
+        None when the key is not the owner's or another check holds its lease right now.
+        """
+        now = self.clock()
+        async with self.db.session() as s:
+            key = await s.scalar(
+                select(ApiKey).where(ApiKey.id == key_id, ApiKey.owner_id == owner_id)
+            )
+            if key is None:
+                return None
+            await AlertStateRepo(s).get_or_create(key, now)
+        if not await self.claim(now, 1, [key_id]):
+            return None
+        batch = await self._check([key_id])
+        if batch is None:
+            return None  # shutting down
+        done = await self._write(batch, self.clock(), SweepStats())
+        return done[0] if done else None
+
+    async def _fetch_or_stop(
+        self, ids: Sequence[str], readable: list[Any]
+    ) -> list[CheckOutcome] | None:
+        """fetch_many, unless shutdown begins and the checks outlast the grace period."""
+        fetch = asyncio.ensure_future(self.billing.fetch_many(readable, use_cache=False))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not fetch.done():
+                await asyncio.wait({fetch}, timeout=self.stop_grace)
+            if fetch.done():
+                return fetch.result()
+        finally:
+            stop.cancel()
+        fetch.cancel()
+        await asyncio.gather(fetch, return_exceptions=True)
+        await self.release(ids)
+        log.info("shutdown: %d keys left unchecked, leases handed back", len(ids))
+        return None
+
+    async def _check(self, ids: Sequence[str]) -> _Checked | None:
+        """Decrypt and check a leased batch; None when shutdown abandoned it (leases freed)."""
+        async with self.db.session() as s:
+            rows = (await s.scalars(select(ApiKey).where(ApiKey.id.in_(list(ids))))).all()
+            s.expunge_all()
+        names = {r.id: (r.label, r.hint, r.provider) for r in rows}
+        # Decrypt just in time; the plaintext lives only in this list, for this call.
+        requests = [(r, self.keys.request_for(r)) for r in rows]
+        readable = [req for _, req in requests if req is not None]
+        fetched = await self._fetch_or_stop(ids, readable)
+        if fetched is None:
+            return None
+        outcomes = {o.key_id: o for o in fetched}
+        for row, req in requests:
+            if req is None:
+                err = BillingError(ErrorKind.UNREADABLE, "cannot decrypt")
+                outcomes[row.id] = CheckOutcome(row.id, row.provider, error=err)
+        return _Checked(list(ids), outcomes, names)
+
+    async def _write(self, batch: _Checked, now: datetime, stats: SweepStats) -> list[CheckOutcome]:
+        """The whole batch in ONE transaction: state, outbox rows, key_status, snapshots.
+
+        It first locks the batch's `alert_state` rows that this process still leases
+        (FOR UPDATE on PostgreSQL; on SQLite the first write takes the database's write
+        lock), reading their state under that lock. A key whose lease was lost is left
+        alone — no state, no outbox row, no status — so its new lease holder records
+        each event exactly once.
+        """
+        t = AlertState.__table__
+        cols = (
+            t.c.key_id,
+            t.c.owner_id,
+            t.c.thresholds,
+            t.c.expiry_on,
+            t.c.revoked_on,
+            t.c.forecast_on,
+            t.c.muted_until,
+            t.c.memory,
+            t.c.failing_since,
+            t.c.last,
+        )
+        mine = t.c.key_id.in_(batch.ids) & (t.c.lease_owner == self.owner)
+        done: list[CheckOutcome] = []
+        async with self.db.session() as s:
+            if s.bind.dialect.name == "postgresql":
+                lock: Any = select(*cols).where(mine).order_by(t.c.key_id).with_for_update()
+            else:
+                lock = update(t).where(mine).values(lease_owner=t.c.lease_owner).returning(*cols)
+            states = [st for st in (await s.execute(lock)).all() if st.key_id in batch.outcomes]
+            stats.lost_leases += len(batch.ids) - len(states)
+            if not states:
+                return done
+            owners = {st.owner_id for st in states}
+            instant: dict[int, bool] = dict(
+                (
+                    await s.execute(
+                        select(AlertPrefs.user_id, AlertPrefs.instant).where(
+                            AlertPrefs.user_id.in_(owners)
+                        )
+                    )
+                ).all()
+            )
+            need_history = [
+                st.key_id
+                for st in states
+                if st.forecast_on
+                and (res := batch.outcomes[st.key_id].result) is not None
+                and money_value(res) is not None
+            ]
+            history = await self._histories(s, need_history, now)
+            changes: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            for st in states:
+                outcome = batch.outcomes[st.key_id]
+                watch = Watch(
+                    tuple(st.thresholds or ()), st.expiry_on, st.revoked_on, st.forecast_on
+                )
+                step = evaluate(
+                    watch,
+                    dict(st.memory or {}),
+                    st.failing_since,
+                    outcome,
+                    history.get(st.key_id, ()),
+                    now,
+                )
+                stats.events += len(step.events)
+                notify = instant.get(st.owner_id, True) and not (
+                    st.muted_until is not None and st.muted_until > now
+                )
+                if notify:  # else recorded in memory, not notified: the user chose so
+                    label, hint, provider = batch.names[st.key_id]
+                    extra = {"label": label, "hint": hint, "provider": provider}
+                    events += [
+                        outbox_row(
+                            idem_key=f"{st.key_id}:{event.tag}",
+                            user_id=st.owner_id,
+                            key_id=st.key_id,
+                            kind=event.kind,
+                            payload={**event.data, **extra},
+                            now=now,
+                        )
+                        for event in step.events
+                    ]
+                last = st.last
+                if outcome.result is not None:
+                    last = {**reading(outcome.result), "state": outcome.result.state.value}
+                changes.append(
+                    {"k": st.key_id, "m": step.memory, "f": step.failing_since, "l": last}
+                )
+                done.append(outcome)
+            await s.execute(
+                update(t)
+                .where(t.c.key_id == bindparam("k"), t.c.lease_owner == self.owner)
+                .values(
+                    memory=bindparam("m"),
+                    failing_since=bindparam("f"),
+                    last=bindparam("l"),
+                    checked_at=now,
+                    next_check_at=now + self.interval,
+                    lease_owner=None,
+                    lease_until=None,
+                ),
+                changes,
+            )
+            await enqueue_many(s, events)
+            if self.record is not None:
+                owner_of = {st.key_id: st.owner_id for st in states}
+                await record_rows(s, [(owner_of[o.key_id], o) for o in done], now)
+        stats.checked += len(done)
+        return done
+
+    @staticmethod
+    async def _histories(
+        s: AsyncSession, key_ids: Sequence[str], now: datetime
+    ) -> dict[str, list[tuple[datetime, Decimal]]]:
+        """Recent balance readings of these keys (one query), oldest first, per key."""
+        out: dict[str, list[tuple[datetime, Decimal]]] = {}
+        if not key_ids:
+            return out
+        b = BalanceSnapshot.__table__
+        rows = await s.execute(
+            select(b.c.key_id, b.c.taken_at, b.c.remaining)
+            .where(
+                b.c.key_id.in_(list(key_ids)),
+                b.c.kind == FigureKind.BALANCE.value,
+                b.c.taken_at >= now - forecast.WINDOW,
+                b.c.taken_at <= now,
+                b.c.remaining.is_not(None),
+            )
+            .order_by(b.c.key_id, b.c.taken_at)
+        )
+        for key_id, taken, remaining in rows:
+            try:
+                out.setdefault(key_id, []).append((taken, Decimal(remaining)))
+            except InvalidOperation:
+                continue
+        return out
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    async def prune(self, now: datetime) -> None:
+        """Thin snapshots with age (all for 2 days, then the last per day, max per key)."""
+        stmt = text(
+            "DELETE FROM balance_snapshots WHERE id IN ("
+            " SELECT id FROM ("
+            "  SELECT id, taken_at,"
+            "   ROW_NUMBER() OVER (PARTITION BY key_id, date(taken_at)"
+            "    ORDER BY taken_at DESC) AS day_rank,"
+            "   ROW_NUMBER() OVER (PARTITION BY key_id ORDER BY taken_at DESC) AS age_rank"
+            "  FROM balance_snapshots) ranked"
+            " WHERE (ranked.taken_at < :cutoff AND ranked.day_rank > 1)"
+            "  OR ranked.age_rank > :max_n)"
+        ).bindparams(bindparam("cutoff", type_=UTCDateTime()), bindparam("max_n"))
+        try:
+            async with self.db.session() as s:
+                await s.execute(stmt, {"cutoff": now - SNAPSHOT_FULL, "max_n": SNAPSHOT_MAX})
+            await self.outbox.prune(now)
+        except Exception:
+            log.exception("pruning alert data failed")

@@ -1,0 +1,211 @@
+"""What an alert says: the message for one outbox row, and its buttons.
+
+`render` is handed to the sender (bot/delivery.py) by bot/app.py; it runs at send
+time, so the text is in the user's current language and time zone. Every dynamic
+value is escaped (parse_mode=HTML, docs/security.md §T10).
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot.alerts import rules
+from bot.alerts.outbox import OutboxItem
+from bot.billing.errors import ErrorKind
+from bot.handlers import callbacks
+from bot.handlers import format as fmt
+from bot.i18n import N_, Translator, translator
+
+PREFIX = "al"  # callback data of every alert button (handled in bot/handlers/alerts.py)
+
+B_CHECK = N_("🔄 Check now")
+B_TOPPED = N_("💳 I topped up")
+B_MUTE = N_("🔕 Mute 24 h")
+B_CHANGE = N_("⚙️ Change threshold")
+
+A_LOW = N_(
+    "⚠️ <b>{label}</b> <code>{hint}</code> is running low: <b>{amount}</b> left, "
+    "below your alert at {threshold}."
+)
+A_RECOVERED = N_(
+    "✅ <b>{label}</b> <code>{hint}</code> is back above your alert: {amount} left. "
+    "Top-up seen, alerts re-armed."
+)
+A_EXPIRES = N_("⏰ <b>{label}</b> <code>{hint}</code> expires on {date} ({left}).")
+A_EXPIRED = N_("⛔ <b>{label}</b> <code>{hint}</code> has expired.")
+A_EXPIRED_ON = N_("⛔ <b>{label}</b> <code>{hint}</code> expired on {date}.")
+A_REVOKED = N_(
+    "⛔ The provider rejected <b>{label}</b> <code>{hint}</code>: the key was revoked, "
+    "deactivated, or is wrong."
+)
+A_STALE = N_(
+    "❔ I can't read the balance of <b>{label}</b> <code>{hint}</code> since {since}. "
+    "Last error: {reason}"
+)
+A_FORECAST = N_(
+    "📉 At the pace of the last days, <b>{label}</b> <code>{hint}</code> runs out around "
+    "{when}: {amount} left."
+)
+A_MEASURED = N_("<i>Measured {when}.</i>")
+A_DIGEST = N_("🗓 <b>Daily balances</b> · {day}")
+A_NO_READING = N_("no reading yet")
+IN_DAYS = N_("in {n} days")
+WITHIN_DAY = N_("within a day")
+
+# -- value helpers (shared with /alerts) ---------------------------------------------
+
+
+def decimal_of(value: Any) -> Decimal | None:
+    """A payload figure (stored as text) as Decimal; None when absent or not a number."""
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def local_time(value: Any, tz_name: str | None) -> str:
+    """A datetime or ISO string in the user's zone, escaped; `?` when it is neither."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return html.escape(value[:32])
+    if not isinstance(value, datetime):
+        return "?"
+    local = value.astimezone(fmt.zone(tz_name))
+    return html.escape(local.strftime("%Y-%m-%d %H:%M %Z"))
+
+
+def amount_text(data: dict[str, Any], name: str, t: Translator) -> str:
+    value = decimal_of(data.get(name))
+    if value is None:
+        return "?"
+    return fmt.money(value, data.get("currency"), t, unit=str(data.get("unit") or ""))
+
+
+def spec_text(spec: str, data: dict[str, Any], t: Translator) -> str:
+    if spec.endswith("%"):
+        amount = decimal_of(data.get("threshold_amount"))
+        shown = html.escape(spec)
+        if amount is not None:
+            money = fmt.money(amount, data.get("currency"), t, unit=str(data.get("unit") or ""))
+            shown += f" ({money})"
+        return shown
+    value = decimal_of(spec)
+    if value is None:
+        return html.escape(spec)
+    return fmt.money(value, data.get("currency"), t, unit=str(data.get("unit") or ""))
+
+
+def button(t: Translator, text: str, action: str, *args: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(t(text), callback_data=callbacks.encode(PREFIX, action, *args))
+
+
+# -- rendering (send time) ------------------------------------------------------------------
+
+
+def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The message for one outbox row, in the user's language and time zone, escaped."""
+    t = translator(item.language or "en")
+    tz = item.timezone
+    p = item.payload
+    if item.kind == rules.DIGEST:
+        return _render_digest(p, t, tz), None
+    label = html.escape(str(p.get("label", "?")))
+    hint = html.escape(str(p.get("hint", "")))
+    kind = item.kind
+    lines: list[str] = []
+    if kind == rules.LOW:
+        threshold = spec_text(str(p.get("threshold", "")), p, t)
+        lines.append(
+            t(
+                A_LOW,
+                label=label,
+                hint=hint,
+                amount=amount_text(p, "remaining", t),
+                threshold=threshold,
+            )
+        )
+    elif kind == rules.RECOVERED:
+        lines.append(t(A_RECOVERED, label=label, hint=hint, amount=amount_text(p, "remaining", t)))
+    elif kind == rules.EXPIRES:
+        left = t(WITHIN_DAY) if p.get("stage") == 2 else _days_left(p, t, now)
+        date = local_time(p.get("expires_at"), tz)
+        lines.append(t(A_EXPIRES, label=label, hint=hint, date=date, left=left))
+    elif kind == rules.EXPIRED:
+        if p.get("expires_at"):
+            lines.append(
+                t(A_EXPIRED_ON, label=label, hint=hint, date=local_time(p.get("expires_at"), tz))
+            )
+        else:
+            lines.append(t(A_EXPIRED, label=label, hint=hint))
+    elif kind == rules.REVOKED:
+        lines.append(t(A_REVOKED, label=label, hint=hint))
+    elif kind == rules.STALE:
+        try:
+            reason = fmt.error_sentence(ErrorKind(str(p.get("error"))), t)
+        except ValueError:
+            reason = fmt.error_sentence(ErrorKind.PROVIDER_ERROR, t)
+        lines.append(
+            t(A_STALE, label=label, hint=hint, since=local_time(p.get("since"), tz), reason=reason)
+        )
+    elif kind == rules.FORECAST:
+        lines.append(
+            t(
+                A_FORECAST,
+                label=label,
+                hint=hint,
+                when=local_time(p.get("runs_out_at"), tz),
+                amount=amount_text(p, "remaining", t),
+            )
+        )
+    else:
+        lines.append(f"<b>{label}</b> <code>{hint}</code>")
+    measured = p.get("measured_at") or p.get("at")
+    if measured:
+        lines.append(t(A_MEASURED, when=local_time(measured, tz)))
+    return "\n".join(lines), _alert_buttons(item, t)
+
+
+def _days_left(p: dict[str, Any], t: Translator, now: datetime) -> str:
+    try:
+        at = datetime.fromisoformat(str(p.get("expires_at")))
+    except ValueError:
+        return ""
+    days = max(1, int((at - now).total_seconds() // 86400))
+    return t(IN_DAYS, n=days)
+
+
+def _alert_buttons(item: OutboxItem, t: Translator) -> InlineKeyboardMarkup | None:
+    if item.key_id is None:
+        return None
+    kid = item.key_id
+    if item.kind in (rules.LOW, rules.FORECAST, rules.RECOVERED):
+        rows = [
+            [button(t, B_CHECK, "chk", kid), button(t, B_TOPPED, "top", kid)],
+            [button(t, B_MUTE, "mute", kid), button(t, B_CHANGE, "thr", kid)],
+        ]
+    else:
+        rows = [[button(t, B_CHECK, "chk", kid), button(t, B_MUTE, "mute", kid)]]
+    return InlineKeyboardMarkup(rows)
+
+
+def _render_digest(p: dict[str, Any], t: Translator, tz: str) -> str:
+    lines = [t(A_DIGEST, day=html.escape(str(p.get("day", ""))))]
+    for entry in p.get("keys", []):
+        label = html.escape(str(entry.get("label", "?")))
+        hint = html.escape(str(entry.get("hint", "")))
+        if entry.get("remaining") is not None:
+            figure = amount_text(entry, "remaining", t)
+            when = local_time(entry.get("measured_at"), tz)
+            lines.append(f"• <b>{label}</b> <code>{hint}</code>: {figure} · {when}")
+        else:
+            lines.append(f"• <b>{label}</b> <code>{hint}</code>: {t(A_NO_READING)}")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""Scheduled jobs (PTB JobQueue): the alert sweep, the sender, the digest, the SQLite
+checkpoint — scheduled once services exist, and told first when shutdown begins.
+
+Every job is idempotent and lease-guarded below (bot/alerts/), so a late or skipped
+tick loses nothing: "due" lives in the database, not in the schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from telegram.ext import Application, JobQueue
+
+from bot import metrics
+from bot.context import BotContext
+from bot.delivery import Render, Sender
+
+log = logging.getLogger(__name__)
+
+JOB_KWARGS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+
+
+async def sweep_job(context: BotContext) -> None:
+    """Check due keys; a late or long sweep is never run on top of itself (lock + lease)."""
+    services = context.bot_data.services
+    if services is None or services.sweep is None:
+        return
+    started = time.monotonic()
+    stats = await services.sweep.run()
+    metrics.sweep_finished(time.monotonic() - started, services.clock().timestamp())
+    if stats.events:
+        metrics.alert("queued", stats.events)
+        log.info("alerts sweep: %d keys checked, %d events", stats.checked, stats.events)
+        context.deliver_alerts()
+
+
+async def send_job(context: BotContext) -> None:
+    sender = context.bot_data.sender
+    if sender is not None:
+        await sender.run()
+
+
+async def digest_job(context: BotContext) -> None:
+    services = context.bot_data.services
+    if services is None or services.digest is None:
+        return
+    if await services.digest.enqueue_due():
+        context.deliver_alerts()
+
+
+async def checkpoint_job(context: BotContext) -> None:
+    services = context.bot_data.services
+    if services is not None:
+        await services.db.checkpoint()
+
+
+def schedule(app: Application[Any, Any, Any, Any, Any, Any], render: Render) -> None:
+    """Called from post_init once services exist: sweep, sender, digest, checkpoint."""
+    services = app.bot_data.services
+    jq = app.job_queue
+    if services is None or jq is None:
+        return
+    if services.db.is_sqlite:
+        # The WAL keeps old pages (including rewritten ciphertexts) until a checkpoint.
+        jq.run_repeating(
+            checkpoint_job, interval=3600, first=600, name="db-checkpoint", job_kwargs=JOB_KWARGS
+        )
+    if services.outbox is None:
+        return
+    interval = services.settings.alert_interval_seconds
+    app.bot_data.sender = Sender(services.outbox, app.bot, render)
+    jq.run_repeating(
+        sweep_job, interval=interval, first=min(interval, 5.0), name="alerts-sweep",
+        job_kwargs=JOB_KWARGS,
+    )  # fmt: skip
+    jq.run_repeating(
+        send_job, interval=min(1.0, interval), first=0.5, name="alerts-send",
+        job_kwargs=JOB_KWARGS,
+    )  # fmt: skip
+    jq.run_repeating(
+        digest_job, interval=min(300.0, max(interval, 60.0)), first=30.0, name="alerts-digest",
+        job_kwargs=JOB_KWARGS,
+    )  # fmt: skip
+
+
+def stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """Shutdown begins: the sweep and the sender finish what is under way, then stop."""
+    services = app.bot_data.services
+    if services is not None and services.sweep is not None:
+        services.sweep.request_stop()
+    sender = app.bot_data.sender
+    if sender is not None:
+        sender.stopping = True
+
+
+class BotJobQueue(JobQueue):  # type: ignore[type-arg]
+    """Tells long jobs that shutdown has begun before waiting for them to end.
+
+    PTB's JobQueue.stop(wait=True) waits for running jobs; a sweep stuck on slow
+    providers would hold shutdown up. Told first, it finishes or hands back its leases
+    within a bounded grace period.
+    """
+
+    async def stop(self, wait: bool = True) -> None:
+        stop(self.application)
+        await super().stop(wait=wait)
