@@ -132,6 +132,16 @@ async def close_services(services: Services) -> None:
     await services.db.dispose()
 
 
+async def check_token(settings: Settings) -> None:
+    """getMe with the configured token; PTB's InvalidToken if Telegram refuses it."""
+    from telegram import Bot
+
+    register_static(settings.bot_token)
+    root = settings.telegram_api_url
+    async with Bot(settings.bot_token, base_url=f"{root}/bot", base_file_url=f"{root}/file/bot"):
+        pass  # entering calls getMe
+
+
 async def set_commands(app: BotApp) -> None:
     for lang in LANGUAGES:
         t = translator(lang)

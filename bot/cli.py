@@ -27,11 +27,14 @@ def _echo(line: str) -> None:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from telegram import Update
 
-    from bot.app import build_application, build_services, close_services
+    from bot.app import build_application, build_services, check_token, close_services
 
     settings.require_token()
 
-    async def prepare() -> None:  # migrate + master key checks, before taking updates
+    async def prepare() -> None:
+        # The token first (getMe, nothing touched yet): a rejected token is one line here,
+        # not PTB's bootstrap traceback. Then migrate + master key checks.
+        await check_token(settings)
         await close_services(await build_services(settings))
 
     asyncio.run(prepare())
@@ -169,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings: Settings | None = None
     try:
         settings = load_settings(args.env_file)
+        _register_secrets(settings)
         setup_logging(settings.log_level, settings.log_format)
         func: Callable[[argparse.Namespace, Settings], int | Awaitable[Any]] = args.func
         return int(func(args, settings) or 0)  # type: ignore[arg-type]
@@ -178,8 +182,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        if _is_rejected_token(exc):
+            print(
+                "balance-bot: TELEGRAM_BOT_TOKEN was rejected by the Bot API at "
+                f"{_safe_api_host(settings)}: check the token from @BotFather "
+                "(and TELEGRAM_API_URL)",
+                file=sys.stderr,
+            )
+            return ConfigError.exit_code
+        if _is_unreachable_telegram(exc):
+            print(
+                f"balance-bot: cannot reach the Bot API at {_safe_api_host(settings)} "
+                f"({type(exc).__name__}): check TELEGRAM_API_URL and the network",
+                file=sys.stderr,
+            )
+            return 69  # EX_UNAVAILABLE
         if not _is_database_error(exc):
-            raise
+            raise  # printed by the redacting sys.excepthook (bot/logs.py)
         print(
             f"balance-bot: cannot use the database at DATABASE_URL ({_safe_url(settings)}): "
             f"{type(exc).__name__}; check that the server is running and the URL, user "
@@ -187,6 +206,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 69  # EX_UNAVAILABLE
+
+
+def _register_secrets(settings: Settings) -> None:
+    """Everything secret in the settings is redacted by value from logs and crash prints."""
+    from sqlalchemy.engine import make_url
+
+    from bot.secret import register_static
+
+    register_static(settings.bot_token)
+    for secret in (settings.encryption_key, settings.webhook_secret):
+        if secret is not None:
+            register_static(secret.get_secret_value())
+    try:
+        password = make_url(settings.database_url).password
+    except Exception:
+        password = None
+    if password:
+        register_static(str(password))
+
+
+def _is_rejected_token(exc: BaseException) -> bool:
+    """PTB's InvalidToken (getMe answered 401/404): its message holds the token itself."""
+    from telegram.error import InvalidToken
+
+    return isinstance(exc, InvalidToken)
+
+
+def _is_unreachable_telegram(exc: BaseException) -> bool:
+    from telegram.error import BadRequest, NetworkError
+
+    return isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
+
+
+def _safe_api_host(settings: Settings | None) -> str:
+    from urllib.parse import urlsplit
+
+    if settings is None:
+        return "?"
+    parts = urlsplit(settings.telegram_api_url)
+    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
 
 def _is_database_error(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,38 @@ def _redact_arg(arg: object) -> object:
     return redact(str(arg))
 
 
+class RedactedError(Exception):
+    """Stands in for a logged exception: same type name, redacted message, no frames.
+
+    A record's `exc_info` holds the live exception, whose message may carry a secret and
+    whose traceback frames hold locals (a decrypted key, the token). Reporters that read
+    `exc_info` themselves (an error-tracking handler, a test capture) get this instead;
+    the full traceback, redacted, stays in `exc_text`.
+    """
+
+
+_STAND_INS: dict[type[BaseException], type[RedactedError]] = {}
+
+
+def _stand_in(exc_info: Any) -> Any:
+    exc_type, exc, _tb = exc_info
+    if exc_type is None or isinstance(exc, RedactedError):
+        return exc_info
+    cls = _STAND_INS.get(exc_type)
+    if cls is None:
+        cls = type(
+            exc_type.__name__,
+            (RedactedError,),
+            {"__module__": exc_type.__module__, "__qualname__": exc_type.__qualname__},
+        )
+        _STAND_INS[exc_type] = cls
+    try:
+        message = redact(str(exc))
+    except Exception:
+        message = ""
+    return (cls, cls(message), None)
+
+
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     if getattr(record, "_redacted", False):
         return record
@@ -60,10 +93,12 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
         message = f"{record.msg!r} {record.args!r}"
     record.msg = redact(message)
     record.args = None
-    if record.exc_info and not record.exc_text:
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
         record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip())
     elif record.exc_text:
         record.exc_text = redact(record.exc_text)
+    if record.exc_info:
+        record.exc_info = _stand_in(record.exc_info)
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
     record._redacted = True  # type: ignore[attr-defined]
@@ -98,10 +133,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+def _format_redacted(exc_type: type[BaseException], exc: BaseException, tb: Any) -> str:
+    return redact("".join(traceback.format_exception(exc_type, exc, tb)))
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """Python's own last-resort print of an uncaught exception, redacted.
+
+    The default hook writes the traceback straight to stderr, past every log filter:
+    PTB's InvalidToken message alone carries the bot token.
+    """
+    sys.stderr.write(_format_redacted(exc_type, exc, tb))
+    sys.stderr.flush()
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exc = args.exc_value if args.exc_value is not None else args.exc_type()
+    text = _format_redacted(args.exc_type, exc, args.exc_traceback)
+    sys.stderr.write(f"Exception in thread {name}:\n{text}")
+    sys.stderr.flush()
+
+
+def _unraisablehook(unraisable: Any) -> None:
+    """'Exception ignored in …' (e.g. an error in __del__), redacted like the rest."""
+    where = unraisable.err_msg or "Exception ignored in"
+    head = f"{where}: {unraisable.object!r}\n" if unraisable.object is not None else f"{where}\n"
+    exc = unraisable.exc_value
+    body = _format_redacted(unraisable.exc_type, exc, unraisable.exc_traceback) if exc else ""
+    sys.stderr.write(redact(head) + body)
+    sys.stderr.flush()
+
+
 def install_redaction() -> None:
-    """Redact every record at creation and quiet URL-logging libraries."""
+    """Redact every record at creation, every uncaught-exception print, and quiet
+    URL-logging libraries.
+
+    asyncio's "exception was never retrieved" and PTB's error paths go through logging,
+    so the record factory covers them; the three hooks cover what Python prints itself.
+    """
     if logging.getLogRecordFactory() is not _factory:
         logging.setLogRecordFactory(_factory)
+    sys.excepthook = _excepthook
+    threading.excepthook = _thread_excepthook
+    sys.unraisablehook = _unraisablehook
     for name, level in _QUIET.items():
         logger = logging.getLogger(name)
         if logger.level < level:

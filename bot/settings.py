@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        return supported_database_url(value)
+
     @field_validator("allowed_user_ids", "admin_user_ids", mode="before")
     @classmethod
     def _id_list(cls, value: object) -> object:
@@ -113,6 +118,34 @@ class Settings(BaseSettings):
             )
 
 
+#: The async drivers the bot ships with, and the spellings that mean them.
+_DATABASE_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def supported_database_url(url: str) -> str:
+    """SQLite or PostgreSQL through the drivers we install, else a one-line refusal.
+
+    Checked here, before any engine is made: SQLAlchemy would otherwise import the
+    dialect's driver and fail with a ModuleNotFoundError traceback (mysql://…).
+    The message never repeats the URL (it may hold a password).
+    """
+    scheme, sep, rest = url.strip().partition("://")
+    driver = _DATABASE_DRIVERS.get(scheme.lower()) if sep else None
+    if driver is None:
+        shown = scheme.lower() if sep and scheme.replace("+", "").isalnum() else "?"
+        raise ValueError(
+            f"unsupported database {shown!r}: use sqlite+aiosqlite:///path/bot.db "
+            "or postgresql+asyncpg://user:password@host/db"
+        )
+    return f"{driver}://{rest}"
+
+
 def _provider_urls(env_file: str | os.PathLike[str] | None) -> dict[str, str]:
     """Collect `PROVIDER_<ID>_BASE_URL` from `.env` and the environment (env wins)."""
     from dotenv import dotenv_values
@@ -152,6 +185,8 @@ def _describe(exc: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
     # A model-level error's input is every setting, secrets included: never echo it.
-    secret = not err["loc"] or any(w in name.lower() for w in ("token", "key", "secret"))
+    secret = not err["loc"] or any(
+        w in name.lower() for w in ("token", "key", "secret", "database")
+    )  # DATABASE_URL may hold a password
     shown = "" if secret else f" (got {value!r})"
     return f"{name} is invalid: {msg}{shown}; fix it in .env or the environment"

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import sys
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -194,3 +195,42 @@ def test_json_format_is_one_object_per_line(
     assert objects[1]["msg"].startswith("multi\nline with ünïcödé")
     assert "Traceback" in objects[2]["exc"] and "RuntimeError" in objects[2]["exc"]
     assert canary not in stream.getvalue() and TEST_TOKEN not in stream.getvalue()
+
+
+class _Reporter(logging.Handler):
+    """Like an error-tracking handler: formats `exc_info` itself and reads frame locals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.exc_info:
+            return
+        exc_type, exc, tb = record.exc_info
+        self.seen.append("".join(traceback.format_exception(exc_type, exc, tb)))
+        self.seen.append(f"{exc_type.__name__}: {exc}")  # type: ignore[union-attr]
+        while tb is not None:  # what locals-capturing reporters send
+            self.seen.append(repr(tb.tb_frame.f_locals))
+            tb = tb.tb_next
+
+
+def test_exc_info_is_redacted_at_the_source(
+    logging_setup: Callable[..., io.StringIO], canary: str
+) -> None:
+    """A reporter reading `record.exc_info` gets the type name and redacted text, no frames."""
+    stream = logging_setup("INFO")
+    reporter = _Reporter()
+    logging.getLogger().addHandler(reporter)
+    try:
+        try:
+            _upstream_call(canary, TEST_TOKEN)
+        except RuntimeError:
+            log.exception("check failed")
+        assert len(reporter.seen) >= 2
+        for text in reporter.seen:
+            assert canary not in text and TEST_TOKEN not in text, text
+        assert reporter.seen[1].startswith("RuntimeError: upstream rejected sk-<redacted>")
+        assert "_upstream_call" in stream.getvalue()  # the handler's traceback is kept
+    finally:
+        logging.getLogger().removeHandler(reporter)
