@@ -99,6 +99,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     from bot.alerts.sweep import AlertSweep
     from bot.billing.service import BillingService
     from bot.services.balances import BalanceService
+    from bot.services.history import HistoryService
 
     db = Database(settings.database_url, clock=clock)
     try:
@@ -124,6 +125,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         sweep=sweep,
         digest=DailyDigest(db),
         outbox=outbox,
+        history=HistoryService(db),
     )
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bot.billing.service import BillingService
     from bot.delivery import Sender
     from bot.services.balances import BalanceService
+    from bot.services.history import HistoryService
     from bot.services.keys import KeyService
     from bot.services.users import UserService
     from bot.settings import Settings
@@ -39,6 +40,7 @@ class Services:
     users: UserService
     billing: BillingService
     balances: BalanceService
+    history: HistoryService
     alerts: AlertPreferences | None = None
     sweep: AlertSweep | None = None
     digest: DailyDigest | None = None

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,15 +31,14 @@ from bot.billing.models import CheckOutcome, FigureKind
 from bot.billing.service import BillingService
 from bot.clock import Clock
 from bot.services.balances import record_rows
+from bot.services.history import prune_snapshots
 from bot.services.keys import KeyService
 from bot.storage.db import Database
-from bot.storage.models import AlertPrefs, AlertState, ApiKey, BalanceSnapshot, UTCDateTime
+from bot.storage.models import AlertPrefs, AlertState, ApiKey, BalanceSnapshot
 from bot.storage.repositories import AlertStateRepo
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FULL = timedelta(days=2)  # keep every snapshot this long, then one per day
-SNAPSHOT_MAX = 500  # per key
 PRUNE_EVERY = timedelta(hours=1)
 
 
@@ -427,21 +426,10 @@ class AlertSweep:
     # -- housekeeping ----------------------------------------------------------------------
 
     async def prune(self, now: datetime) -> None:
-        """Thin snapshots with age (all for 2 days, then the last per day, max per key)."""
-        stmt = text(
-            "DELETE FROM balance_snapshots WHERE id IN ("
-            " SELECT id FROM ("
-            "  SELECT id, taken_at,"
-            "   ROW_NUMBER() OVER (PARTITION BY key_id, date(taken_at)"
-            "    ORDER BY taken_at DESC) AS day_rank,"
-            "   ROW_NUMBER() OVER (PARTITION BY key_id ORDER BY taken_at DESC) AS age_rank"
-            "  FROM balance_snapshots) ranked"
-            " WHERE (ranked.taken_at < :cutoff AND ranked.day_rank > 1)"
-            "  OR ranked.age_rank > :max_n)"
-        ).bindparams(bindparam("cutoff", type_=UTCDateTime()), bindparam("max_n"))
+        """Thin snapshots with age (services/history.py has the policy), old outbox rows."""
         try:
             async with self.db.session() as s:
-                await s.execute(stmt, {"cutoff": now - SNAPSHOT_FULL, "max_n": SNAPSHOT_MAX})
+                await prune_snapshots(s, now)
             await self.outbox.prune(now)
         except Exception:
             log.exception("pruning alert data failed")

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from telegram import Message, Update
 from telegram.ext import Application, CommandHandler, filters
 
 from bot.context import BotContext
 from bot.handlers import format as fmt
+from bot.handlers.pace import pace_line
 from bot.i18n import N_
 from bot.services.balances import KeyReport
+from bot.services.history import Pace
 from bot.services.keys import match_label
 
 QUICK_SECONDS = 0.6  # answers faster than this need no "checking…" message
@@ -59,14 +61,22 @@ async def balance(update: Update, context: BotContext) -> None:
         text = context.t(CHECKING, n=count) if count > 1 else context.t(CHECKING_ONE)
         placeholder = await message.reply_text(text)
     reports = await task
-    chunks = render(reports, fmt.View.make(context.lang, context.timezone, context.now()))
+    paces = await services.history.paces(user.id, [r.key.id for r in reports if r.ok])
+    chunks = render(reports, fmt.View.make(context.lang, context.timezone, context.now()), paces)
     await deliver(message, chunks, placeholder)
 
 
-def render(reports: Sequence[KeyReport], view: fmt.View) -> list[str]:
+def render(
+    reports: Sequence[KeyReport], view: fmt.View, paces: Mapping[str, Pace] | None = None
+) -> list[str]:
     """The reply as message-sized chunks: header, one block per key, totals, notes."""
     t = view.t
-    blocks = [fmt.report_block(r, view) for r in reports]
+    paces = paces or {}
+    blocks = [
+        fmt.report_block(r, view)
+        + (f"\n{pace_line(paces[r.key.id], view)}" if r.ok and r.key.id in paces else "")
+        for r in reports
+    ]
     footer: list[str] = []
     sums = fmt.totals(reports)
     if len(reports) > 1 and sums:

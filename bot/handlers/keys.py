@@ -35,9 +35,11 @@ from bot.billing.errors import ErrorKind
 from bot.context import BotContext
 from bot.handlers import callbacks, fallback
 from bot.handlers import format as fmt
+from bot.handlers.pace import pace_line
 from bot.i18n import N_, Translator
 from bot.services.balances import StoredStatus, stored_report
 from bot.services.flows import Flow, FlowStore
+from bot.services.history import Pace
 from bot.services.keys import InvalidLabel, KeyView, LabelTaken
 from bot.services.keyshape import looks_like_key
 
@@ -109,14 +111,19 @@ def list_markup(keys: Sequence[KeyView]) -> InlineKeyboardMarkup:
     )
 
 
-def card_text(key: KeyView, status: StoredStatus | None, view: fmt.View) -> str:
+def card_text(
+    key: KeyView, status: StoredStatus | None, view: fmt.View, pace: Pace | None = None
+) -> str:
     lines = [f"<code>{html.escape(key.hint)}</code>"]
     if key.created_at is not None:
         lines[0] += " · " + view.t(T_ADDED, date=fmt.local_date(key.created_at, view.tz))
     if status is None:
         block = fmt.title_line(fmt.UNKNOWN, key.label, key.provider, view.t)
         return "\n".join([block, *lines, view.t(T_NOT_CHECKED)])
-    return fmt.report_block(stored_report(key, status), view) + "\n" + "\n".join(lines)
+    report = stored_report(key, status)
+    if pace is not None and report.ok:
+        lines.insert(0, pace_line(pace, view))
+    return fmt.report_block(report, view) + "\n" + "\n".join(lines)
 
 
 def card_markup(key: KeyView, t: Translator) -> InlineKeyboardMarkup:
@@ -182,9 +189,11 @@ async def _open(update: Update, context: BotContext, key: KeyView) -> None:
     query = update.callback_query
     assert query is not None
     await query.answer()
-    status = (await context.services.balances.statuses(key.owner_id, [key.id])).get(key.id)
+    services = context.services
+    status = (await services.balances.statuses(key.owner_id, [key.id])).get(key.id)
+    pace = (await services.history.paces(key.owner_id, [key.id])).get(key.id)
     view = fmt.View.make(context.lang, context.timezone, context.now())
-    await _edit(query.message, card_text(key, status, view), card_markup(key, context.t))
+    await _edit(query.message, card_text(key, status, view, pace), card_markup(key, context.t))
 
 
 async def _check(update: Update, context: BotContext, key: KeyView) -> None:
@@ -195,7 +204,11 @@ async def _check(update: Update, context: BotContext, key: KeyView) -> None:
     if report is None:  # deleted meanwhile
         return
     view = fmt.View.make(context.lang, context.timezone, context.now())
-    text = fmt.report_block(report, view) + f"\n<code>{html.escape(key.hint)}</code>"
+    text = fmt.report_block(report, view)
+    pace = (await context.services.history.paces(key.owner_id, [key.id])).get(key.id)
+    if pace is not None and report.ok:
+        text += "\n" + pace_line(pace, view)
+    text += f"\n<code>{html.escape(key.hint)}</code>"
     await _edit(query.message, text, card_markup(key, context.t))
 
 

@@ -464,6 +464,8 @@ def _snapshot(key_id: str, result: BalanceResult) -> dict[str, Any]:
         "remaining": _text(result.remaining),
         "total": _text(result.total),
         "used": _text(result.used),
+        "unit": None if result.unit is None else result.unit.value,
+        "windows": [window_to_json(w) for w in result.windows] or None,
     }
 
 

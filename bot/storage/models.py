@@ -148,6 +148,10 @@ class BalanceSnapshot(Base):
     remaining: Mapped[str | None] = mapped_column(String(48))
     total: Mapped[str | None] = mapped_column(String(48))
     used: Mapped[str | None] = mapped_column(String(48))
+    # Migration 0005: what a non-money figure counts (points, characters; None = money)
+    # and the plan windows of the reading (services/history.py), for charts and /export.
+    unit: Mapped[str | None] = mapped_column(String(16))
+    windows: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 # -- alerts (migration 0004) ------------------------------------------------------------
