@@ -66,7 +66,7 @@ class _Meter:
 
 def seed_phase(cfg: BenchConfig, n_keys: int, n_users: int, balance_users: int) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
-        from bot.services.masterkey import open_vault
+        from bot.crypto.masterkey import open_vault
         from bot.storage.db import Database
 
         db = Database(cfg.database_url)

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import insert
 
 from bot.billing.ssrf import validate_base_url
+from bot.crypto.vault import KeyVault, RecordBinding
 from bot.secret import Secret
-from bot.services.vault import KeyVault, RecordBinding
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.storage.models import ApiKey, User

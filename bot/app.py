@@ -22,12 +22,12 @@ from telegram.ext import (
 from bot import handlers, jobs, metrics
 from bot.clock import Clock, system_clock
 from bot.context import BotContext, BotData, Services
+from bot.crypto.masterkey import open_vault
 from bot.handlers.alert_messages import render as render_alert
 from bot.i18n import LANGUAGES, N_, translator
 from bot.logs import install_redaction
 from bot.secret import register_static
 from bot.services.keys import KeyService
-from bot.services.masterkey import open_vault
 from bot.services.users import UserService
 from bot.settings import Settings
 from bot.storage.db import Database
@@ -98,7 +98,10 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     from bot.alerts.preferences import AlertPreferences
     from bot.alerts.sweep import AlertSweep
     from bot.billing.service import BillingService
+    from bot.services.account import AccountService
+    from bot.services.adding import AddService
     from bot.services.balances import BalanceService
+    from bot.services.flows import FlowStore
     from bot.services.history import HistoryService
 
     db = Database(settings.database_url, clock=clock)
@@ -110,6 +113,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     billing = BillingService(settings, clock=clock, on_check=metrics.observe_check)
     keys = KeyService(db, vault)
     balances = BalanceService(db, keys, billing)
+    flows = FlowStore(db, vault)
     outbox = OutboxService(db)
     sweep = AlertSweep(
         db, keys, billing, outbox, interval=settings.alert_interval_seconds, record=True
@@ -121,6 +125,9 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         users=UserService(db),
         billing=billing,
         balances=balances,
+        flows=flows,
+        adding=AddService(keys, billing, flows, balances),
+        account=AccountService(db),
         alerts=AlertPreferences(db, outbox),
         sweep=sweep,
         digest=DailyDigest(db),

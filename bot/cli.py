@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.services.masterkey import open_vault
+    from bot.crypto.masterkey import open_vault
     from bot.storage.db import Database
 
     async def go() -> None:
@@ -67,8 +67,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.services import rotation
-    from bot.services.masterkey import check, configured_ring
+    from bot.crypto import rotation
+    from bot.crypto.masterkey import check, configured_ring
     from bot.storage import migrate
     from bot.storage.db import Database
 
@@ -112,10 +112,31 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return main_check(args, settings)
 
 
-def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from bench.__main__ import main as bench_main  # type: ignore[import-not-found]
+def run_bench(argv: Sequence[str]) -> int:
+    """`balance-bot bench …` = `python -m bench …` in a child process.
 
-    return int(bench_main(args.rest) or 0)
+    The benchmark is not part of the product: the wheel ships only `bot`, and `bot` never
+    imports `bench`. It runs from a source checkout (the current directory).
+    """
+    import importlib.machinery
+    import os
+    import subprocess
+
+    if importlib.machinery.PathFinder.find_spec("bench", [os.getcwd(), *sys.path]) is None:
+        print(
+            "balance-bot: the benchmark runs from a source checkout: "
+            "cd into it and run `python -m bench`",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return subprocess.call([sys.executable, "-m", "bench", *argv])  # noqa: S603
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    return run_bench(args.rest)
 
 
 # -- parser -------------------------------------------------------------------------------
@@ -164,9 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # its own options, passed through untouched
-        from bench.__main__ import main as bench_main
-
-        return int(bench_main(argv[1:]) or 0)
+        return run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     install_redaction()
     settings: Settings | None = None

@@ -6,7 +6,7 @@ them as `context.services`. The per-update translator is set by the guard handle
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +14,6 @@ from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.clock import Clock
 from bot.i18n import Translator, translator
-from bot.services.adding import new_add_limiter
-from bot.services.balances import ManualCheckLimiter
 
 if TYPE_CHECKING:
     from bot.alerts.digest import DailyDigest
@@ -24,7 +22,10 @@ if TYPE_CHECKING:
     from bot.alerts.sweep import AlertSweep
     from bot.billing.service import BillingService
     from bot.delivery import Sender
+    from bot.services.account import AccountService
+    from bot.services.adding import AddService
     from bot.services.balances import BalanceService
+    from bot.services.flows import FlowStore
     from bot.services.history import HistoryService
     from bot.services.keys import KeyService
     from bot.services.users import UserService
@@ -41,12 +42,13 @@ class Services:
     billing: BillingService
     balances: BalanceService
     history: HistoryService
+    flows: FlowStore  # multi-step dialogues (one per user), a waiting key sealed
+    adding: AddService  # /add's decisions; holds the first-check limit (docs/security.md §T13)
+    account: AccountService  # /forget
     alerts: AlertPreferences | None = None
     sweep: AlertSweep | None = None
     digest: DailyDigest | None = None
     outbox: OutboxService | None = None
-    # First checks of newly added keys per user and hour (docs/security.md §T13).
-    add_checks: ManualCheckLimiter = field(default_factory=new_add_limiter)
 
     @property
     def clock(self) -> Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.handlers import account, add, alerts, balance, errors, fallback, guard, keys, start
+from bot.handlers import account, add, alerts, balance, fallback, guard, keys, on_error, start
 
 FEATURES = (start, balance, keys, add, account, alerts, fallback)  # fallback stays last
 
@@ -13,4 +13,4 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
     guard.register(app)
     for feature in FEATURES:
         feature.register(app)
-    app.add_error_handler(errors.on_error)  # type: ignore[arg-type]
+    app.add_error_handler(on_error.on_error)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 
 from bot.context import BotContext
 from bot.handlers import callbacks
-from bot.handlers.chat import account_service, clear_keyboard, is_private, private_link
+from bot.handlers.chat import clear_keyboard, is_private, private_link
 from bot.i18n import LANGUAGES, N_, Translator
 from bot.services.keys import KeyView, match_label
 
@@ -299,7 +299,7 @@ async def _forget_button(
         await query.answer(t(EXPIRED), show_alert=True)
         await clear_keyboard(update)
         return
-    done = await account_service(context).forget(user.id)
+    done = await context.services.account.forget(user.id)
     await query.answer()
     await query.edit_message_text(t(FORGOTTEN, keys=done.keys, records=done.records))
 

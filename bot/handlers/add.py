@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
@@ -24,17 +23,10 @@ from bot.billing.providers.base import Provider
 from bot.context import BotContext
 from bot.handlers import alert_messages, callbacks, fallback
 from bot.handlers import format as fmt
-from bot.handlers.chat import (
-    add_service,
-    clear_keyboard,
-    delete_message,
-    flow_store,
-    is_private,
-    private_link,
-)
+from bot.handlers.chat import clear_keyboard, delete_message, is_private, private_link
 from bot.i18n import N_, Translator
 from bot.secret import Secret
-from bot.services.adding import KIND, AddResult, Status, Step, next_step
+from bot.services.adding import KIND, AddResult, Status, Step
 from bot.services.flows import Flow
 from bot.services.keys import (
     MAX_KEYS_PER_USER,
@@ -43,7 +35,6 @@ from bot.services.keys import (
     InvalidLabel,
     clean_key,
     clean_label,
-    next_label,
 )
 from bot.services.keyshape import looks_like_key
 
@@ -213,25 +204,11 @@ async def say(
     return await context.bot.send_message(chat_id, "\n\n".join([*notes, text]), reply_markup=markup)
 
 
-# -- the state machine ----------------------------------------------------------------------
-
-
-def _needs_url(context: BotContext) -> Any:
-    billing = context.services.billing
-
-    def needs(provider_id: str) -> bool:
-        try:
-            return billing.provider(provider_id).needs_base_url
-        except KeyError:
-            return False
-
-    return needs
+# -- the dialogue (decisions in bot/services/adding.py) ------------------------------------
 
 
 async def start_guided(update: Update, context: BotContext, user_id: int) -> None:
-    store = flow_store(context)
-    nonce = store.new_nonce()
-    await store.set(user_id, KIND, Step.PROVIDER, {}, nonce=nonce, secret=None)
+    nonce = await context.services.adding.start(user_id)
     t = context.t
     providers = context.services.billing.providers()
     await say(
@@ -249,40 +226,23 @@ async def advance(
     sealed: bool = False,
     notes: Sequence[str] = (),
 ) -> None:
-    """Store what is known, then ask for the first missing piece — or save."""
+    """Ask for the first missing piece — or save (AddService decides which)."""
     billing = context.services.billing
-    store = flow_store(context)
     t = context.t
-    if secret is not None:
-        data["hint"] = secret.hint
-        if data.get("provider") is None:
-            found = billing.detect(secret.reveal(), data.get("url"))
-            if len(found) == 1:
-                data["provider"] = found[0].id
-            else:
-                data["candidates"] = [p.id for p in found]
-    step = next_step(data, secret is not None or sealed, _needs_url(context))
+    nxt = await context.services.adding.advance(user_id, data, nonce, secret=secret, sealed=sealed)
+    step, data = nxt.step, nxt.data
     if step is Step.DONE:
-        if secret is None:
-            secret = await store.secret(user_id, nonce)
-        if secret is None:
-            await store.clear(user_id)
+        if nxt.secret is None:
             await say(context, user_id, t(FLOW_EXPIRED), notes=notes)
             return
-        await finish(context, user_id, data, nonce, secret, notes=notes)
+        await finish(context, user_id, data, nonce, nxt.secret, notes=notes)
         return
-    if secret is not None:
-        await store.set(user_id, KIND, step, data, nonce=nonce, secret=secret)
-    else:
-        await store.set(user_id, KIND, step, data, nonce=nonce)
     markup: InlineKeyboardMarkup | None = None
     if step is Step.URL:
         text = t(URL_PROMPT)
     elif step is Step.LABEL:
-        provider = data.get("provider")
-        if provider:
-            taken = {k.label for k in await context.services.keys.list(user_id)}
-            text = t(LABEL_PROMPT, default=_e(next_label(provider, taken)))
+        if nxt.default_label is not None:
+            text = t(LABEL_PROMPT, default=_e(nxt.default_label))
         else:
             text = t(LABEL_PROMPT_AUTO)
         skip = callbacks.encode(PREFIX, "skip", nonce)
@@ -311,21 +271,11 @@ async def finish(
     confirmed: bool = False,
     notes: Sequence[str] = (),
 ) -> None:
-    store = flow_store(context)
     t = context.t
     provider_id = str(data["provider"])
-    result = await add_service(context).submit(
-        user_id,
-        secret,
-        provider_id,
-        base_url=data.get("url"),
-        label=data.get("label"),
-        confirmed_rejected=confirmed,
-    )
+    result = await context.services.adding.finish(user_id, data, nonce, secret, confirmed=confirmed)
     title = _provider_title(context, provider_id)
     if result.status is Status.REJECTED:
-        data["hint"] = secret.hint
-        await store.set(user_id, KIND, Step.CONFIRM, data, nonce=nonce, secret=secret)
         buttons = [
             InlineKeyboardButton(
                 t(SAVE_ANYWAY), callback_data=callbacks.encode(PREFIX, "save", nonce)
@@ -337,10 +287,8 @@ async def finish(
         text = t(CONFIRM_PROMPT, provider=_e(title), hint=_e(secret.hint))
         await say(context, user_id, text, InlineKeyboardMarkup([buttons]), notes)
         return
-    await store.clear(user_id)
     markup = None
     if result.status is Status.SAVED and result.key is not None:
-        await _remember_check(context, user_id, result, confirmed)
         markup = _alert_offer(context, result.key.id, provider_id)
     text = render_result(context, result, title, confirmed)
     await say(context, user_id, text, markup, notes=notes)
@@ -359,19 +307,6 @@ def _alert_offer(context: BotContext, key_id: str, provider_id: str) -> InlineKe
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(context.t(OFFER_ALERT), callback_data=data)]]
     )
-
-
-async def _remember_check(
-    context: BotContext, user_id: int, result: AddResult, confirmed: bool
-) -> None:
-    """The first check becomes the key's stored status, as if /balance had run."""
-    assert result.key is not None
-    outcome = result.check
-    if confirmed:
-        error = BillingError(ErrorKind.KEY_REJECTED, "rejected when added")
-        outcome = CheckOutcome(result.key.id, result.key.provider, error=error)
-    if outcome is not None:
-        await context.services.balances.record(user_id, [replace(outcome, key_id=result.key.id)])
 
 
 def render_result(context: BotContext, result: AddResult, title: str, confirmed: bool) -> str:
@@ -475,8 +410,8 @@ async def one_line(
         label = clean_label(label)
     data: dict[str, Any] = {"provider": provider, "url": url, "label": label}
     data["label_done"] = label is not None or secret is not None
-    store = flow_store(context)
-    await advance(context, user_id, data, store.new_nonce(), secret=secret, notes=notes)
+    nonce = context.services.flows.new_nonce()
+    await advance(context, user_id, data, nonce, secret=secret, notes=notes)
 
 
 async def label_problem(context: BotContext, user_id: int, raw: str) -> str | None:
@@ -490,7 +425,7 @@ async def label_problem(context: BotContext, user_id: int, raw: str) -> str | No
         if str(exc) == "too long":
             return t(LABEL_TOO_LONG, max=MAX_LABEL_CHARS)
         return t(LABEL_INVALID)
-    if await add_service(context).label_taken(user_id, label):
+    if await context.services.adding.label_taken(user_id, label):
         return t(LABEL_TAKEN, label=_e(label))
     return None
 
@@ -505,7 +440,7 @@ async def on_text(update: Update, context: BotContext, flow: Flow) -> None:
     uid, text, data = flow.user_id, message.text, dict(flow.data)
     step = _step(flow)
     if step is None:  # written by another version of the bot: start over
-        await flow_store(context).clear(uid)
+        await context.services.adding.cancel(uid)
         await message.reply_text(t(FLOW_EXPIRED))
         return
     keyish = looks_like_key(text)
@@ -563,7 +498,8 @@ async def on_button(update: Update, context: BotContext) -> None:
     assert query is not None and user is not None
     t = context.t
     cb = callbacks.decode(query.data, PREFIX)
-    flow = await flow_store(context).get(user.id, KIND)
+    adding = context.services.adding
+    flow = await adding.flow(user.id)
     expected = {"p": (Step.PROVIDER, Step.PICK), "skip": (Step.LABEL,),
                 "save": (Step.CONFIRM,), "drop": (Step.CONFIRM,)}  # fmt: skip
     nonce = cb.args[-1] if cb is not None and cb.args else ""
@@ -593,13 +529,13 @@ async def on_button(update: Update, context: BotContext) -> None:
     await query.answer()
     await clear_keyboard(update)
     if cb.action == "drop":
-        await flow_store(context).clear(user.id)
+        await adding.cancel(user.id)
         await say(context, user.id, t(NOT_SAVED))
         return
     if cb.action == "save":
-        secret = await flow_store(context).secret(user.id, flow.nonce)
+        secret = await adding.sealed_key(user.id, flow.nonce)
         if secret is None:
-            await flow_store(context).clear(user.id)
+            await adding.cancel(user.id)
             await say(context, user.id, t(FLOW_EXPIRED))
             return
         await finish(context, user.id, data, flow.nonce, secret, confirmed=True)
@@ -614,9 +550,7 @@ async def cmd_cancel(update: Update, context: BotContext) -> None:
     user = update.effective_user
     message = update.effective_message
     assert user is not None and message is not None
-    store = flow_store(context)
-    had = await store.get(user.id) is not None
-    await store.clear(user.id)
+    had = await context.services.adding.cancel(user.id)
     await message.reply_text(context.t(CANCELLED if had else NOTHING_TO_CANCEL))
 
 

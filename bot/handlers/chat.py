@@ -10,9 +10,6 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 
 from bot.context import BotContext
-from bot.services.account import AccountService
-from bot.services.adding import AddService
-from bot.services.flows import FlowStore
 
 log = logging.getLogger(__name__)
 
@@ -20,23 +17,6 @@ log = logging.getLogger(__name__)
 def is_private(update: Update) -> bool:
     chat = update.effective_chat
     return chat is not None and chat.type == ChatType.PRIVATE
-
-
-def flow_store(context: BotContext) -> FlowStore:
-    """FlowStore is stateless over (db, vault): built per use, no Services field needed."""
-    services = context.services
-    return FlowStore(services.db, services.keys.vault)
-
-
-def add_service(context: BotContext) -> AddService:
-    services = context.services
-    return AddService(
-        services.keys, services.billing, flow_store(context), limiter=services.add_checks
-    )
-
-
-def account_service(context: BotContext) -> AccountService:
-    return AccountService(context.services.db)
 
 
 async def delete_message(message: Message) -> bool:

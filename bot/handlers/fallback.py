@@ -15,7 +15,7 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, MessageHandler, filters
 
 from bot.context import BotContext
-from bot.handlers.chat import delete_message, flow_store, is_private, private_link
+from bot.handlers.chat import delete_message, is_private, private_link
 from bot.i18n import N_
 from bot.services.flows import Flow
 from bot.services.keyshape import looks_like_key
@@ -66,7 +66,7 @@ async def private_text(update: Update, context: BotContext) -> None:
     user = update.effective_user
     assert message is not None and user is not None
     if message.text is not None and not message.text.startswith("/"):
-        flow = await flow_store(context).get(user.id)
+        flow = await context.services.flows.get(user.id)
         handler = _FLOW_HANDLERS.get(flow.kind) if flow is not None else None
         if flow is not None and handler is not None:
             await handler(update, context, flow)

@@ -38,7 +38,7 @@ from bot.handlers import format as fmt
 from bot.handlers.pace import pace_line
 from bot.i18n import N_, Translator
 from bot.services.balances import StoredStatus, stored_report
-from bot.services.flows import Flow, FlowStore
+from bot.services.flows import Flow
 from bot.services.history import Pace
 from bot.services.keys import InvalidLabel, KeyView, LabelTaken
 from bot.services.keyshape import looks_like_key
@@ -216,7 +216,7 @@ async def _rename(update: Update, context: BotContext, key: KeyView) -> None:
     query = update.callback_query
     assert query is not None
     await query.answer()
-    flows = _flows(context)
+    flows = context.services.flows
     await flows.set(
         key.owner_id, RENAME_FLOW, "label", {"key_id": key.id}, nonce=flows.new_nonce(), secret=None
     )
@@ -284,15 +284,11 @@ async def on_rename_text(update: Update, context: BotContext, flow: Flow) -> Non
     except InvalidLabel:
         await message.reply_text(context.t(T_LABEL_INVALID))
         return
-    await _flows(context).clear(user.id)
+    await context.services.flows.clear(user.id)
     if key is None:
         await message.reply_text(context.t(T_NOT_FOUND))
         return
     await message.reply_text(context.t(T_RENAMED, label=html.escape(key.label)))
-
-
-def _flows(context: BotContext) -> FlowStore:
-    return FlowStore(context.services.db, context.services.keys.vault)
 
 
 async def _edit(message: object, text: str, markup: InlineKeyboardMarkup | None) -> None:

@@ -9,7 +9,7 @@ the user's flow row by `FlowStore` — encrypted, bound to that flow instance.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -17,8 +17,8 @@ from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import CheckOutcome, KeyRequest
 from bot.billing.service import BillingService
 from bot.secret import Secret
-from bot.services.balances import ManualCheckLimiter
-from bot.services.flows import FlowStore
+from bot.services.balances import BalanceService, ManualCheckLimiter
+from bot.services.flows import Flow, FlowStore
 from bot.services.keys import (
     MAX_KEYS_PER_USER,
     InvalidLabel,
@@ -26,6 +26,7 @@ from bot.services.keys import (
     KeyView,
     LabelTaken,
     TooManyKeys,
+    next_label,
 )
 from bot.storage.repositories import KeyRepo
 
@@ -73,6 +74,16 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Next:
+    """Where the dialogue goes after an answer: the step to ask for next, or DONE."""
+
+    step: Step
+    data: dict[str, Any]
+    secret: Secret | None = None  # DONE: the key to save; None when its sealed copy expired
+    default_label: str | None = None  # LABEL: the name Skip gives (provider known)
+
+
+@dataclass(frozen=True, slots=True)
 class AddResult:
     status: Status
     key: KeyView | None = None
@@ -94,17 +105,129 @@ def new_add_limiter() -> ManualCheckLimiter:
 
 
 class AddService:
+    """The /add dialogue's decisions and storage: what to ask next, detection, saving."""
+
     def __init__(
         self,
         keys: KeyService,
         billing: BillingService,
         flows: FlowStore,
+        balances: BalanceService | None = None,
         limiter: ManualCheckLimiter | None = None,
     ) -> None:
         self.keys = keys
         self.billing = billing
         self.flows = flows
+        self.balances = balances  # records the first check as the key's status
         self.limiter = limiter or new_add_limiter()
+
+    # -- the dialogue ------------------------------------------------------------------
+
+    async def start(self, user_id: int) -> str:
+        """A fresh guided dialogue at its first step; the nonce its buttons carry."""
+        nonce = self.flows.new_nonce()
+        await self.flows.set(user_id, KIND, Step.PROVIDER, {}, nonce=nonce, secret=None)
+        return nonce
+
+    async def flow(self, user_id: int) -> Flow | None:
+        """The user's live /add dialogue, if any."""
+        return await self.flows.get(user_id, KIND)
+
+    async def sealed_key(self, user_id: int, nonce: str) -> Secret | None:
+        """The key waiting in the dialogue with this nonce (None: gone or expired)."""
+        return await self.flows.secret(user_id, nonce)
+
+    async def cancel(self, user_id: int) -> bool:
+        """Forget the user's dialogue (of any kind) and a key waiting in it; True if one was."""
+        had = await self.flows.get(user_id) is not None
+        await self.flows.clear(user_id)
+        return had
+
+    def needs_url(self, provider_id: str) -> bool:
+        try:
+            return self.billing.provider(provider_id).needs_base_url
+        except KeyError:
+            return False
+
+    async def advance(
+        self,
+        user_id: int,
+        data: Mapping[str, Any],
+        nonce: str,
+        *,
+        secret: Secret | None = None,
+        sealed: bool = False,
+    ) -> Next:
+        """Store what is known, then say which piece is missing first — or that all is.
+
+        A key that arrives before the provider is known is detected from its shape;
+        when it must wait for another answer it is sealed into the flow row.
+        """
+        data = dict(data)
+        if secret is not None:
+            data["hint"] = secret.hint
+            if data.get("provider") is None:
+                found = self.billing.detect(secret.reveal(), data.get("url"))
+                if len(found) == 1:
+                    data["provider"] = found[0].id
+                else:
+                    data["candidates"] = [p.id for p in found]
+        step = next_step(data, secret is not None or sealed, self.needs_url)
+        if step is Step.DONE:
+            if secret is None:
+                secret = await self.flows.secret(user_id, nonce)
+            if secret is None:
+                await self.flows.clear(user_id)
+            return Next(step, data, secret)
+        if secret is not None:
+            await self.flows.set(user_id, KIND, step, data, nonce=nonce, secret=secret)
+        else:
+            await self.flows.set(user_id, KIND, step, data, nonce=nonce)
+        default = None
+        provider = data.get("provider")
+        if step is Step.LABEL and provider:
+            taken = {k.label for k in await self.keys.list(user_id)}
+            default = next_label(provider, taken)
+        return Next(step, data, default_label=default)
+
+    async def finish(
+        self,
+        user_id: int,
+        data: Mapping[str, Any],
+        nonce: str,
+        secret: Secret,
+        *,
+        confirmed: bool = False,
+    ) -> AddResult:
+        """Check and save. A rejected key waits, sealed, for "save anyway" (step CONFIRM);
+        a saved key's first check becomes its stored status, as if /balance had run."""
+        result = await self.submit(
+            user_id,
+            secret,
+            str(data["provider"]),
+            base_url=data.get("url"),
+            label=data.get("label"),
+            confirmed_rejected=confirmed,
+        )
+        if result.status is Status.REJECTED:
+            waiting = {**data, "hint": secret.hint}
+            await self.flows.set(user_id, KIND, Step.CONFIRM, waiting, nonce=nonce, secret=secret)
+            return result
+        await self.flows.clear(user_id)
+        if result.status is Status.SAVED and result.key is not None:
+            await self._remember_check(user_id, result, confirmed)
+        return result
+
+    async def _remember_check(self, user_id: int, result: AddResult, confirmed: bool) -> None:
+        assert result.key is not None
+        outcome = result.check
+        if confirmed:
+            error = BillingError(ErrorKind.KEY_REJECTED, "rejected when added")
+            outcome = CheckOutcome(result.key.id, result.key.provider, error=error)
+        if outcome is not None and self.balances is not None:
+            await self.balances.record(user_id, [replace(outcome, key_id=result.key.id)])
+
+    # -- saving --------------------------------------------------------------------------
 
     async def duplicate_of(self, owner_id: int, secret: Secret) -> KeyView | None:
         async with self.keys.db.session() as s:

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import delete
 
 from bot.clock import Clock
+from bot.crypto.vault import KeyVault, RecordBinding, VaultError
 from bot.secret import Secret
-from bot.services.vault import KeyVault, RecordBinding, VaultError
 from bot.storage.db import Database
 from bot.storage.flows import FlowRow
 from bot.storage.repositories import UserRepo

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.billing.models import KeyRequest
+from bot.crypto.vault import KeyVault, RecordBinding, VaultError
 from bot.secret import Secret
-from bot.services.vault import KeyVault, RecordBinding, VaultError
 from bot.storage.db import Database
 from bot.storage.models import ApiKey
 from bot.storage.repositories import KeyRepo, UserRepo

@@ -18,9 +18,9 @@ from bot.alerts.preferences import AlertPreferences
 from bot.alerts.sweep import AlertSweep
 from bot.billing.http import HttpOptions
 from bot.billing.service import BillingService
+from bot.crypto.masterkey import open_vault
 from bot.secret import Secret
 from bot.services.keys import KeyService
-from bot.services.masterkey import open_vault
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.storage.models import AlertOutbox

@@ -24,9 +24,9 @@ import pytest
 
 from bot.alerts.outbox import OutboxService
 from bot.alerts.preferences import AlertPreferences
+from bot.crypto.masterkey import open_vault
 from bot.secret import Secret
 from bot.services.keys import KeyService
-from bot.services.masterkey import open_vault
 from bot.settings import Settings
 from bot.storage.db import Database
 from tests.alerts.conftest import Balances, poll_until

@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from bot.services.keyring import KeyRing
+from bot.crypto.keyring import KeyRing
+from bot.crypto.masterkey import open_vault
+from bot.crypto.vault import KeyVault
 from bot.services.keys import KeyService
-from bot.services.masterkey import open_vault
-from bot.services.vault import KeyVault
 from bot.settings import Settings
 from bot.storage.db import Database, sqlite_path
 from tests.conftest import IN_CI

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.crypto.keyring import from_env_key
+from bot.crypto.masterkey import configured_ring
 from bot.errors import ConfigError
-from bot.services.keyring import from_env_key
-from bot.services.masterkey import configured_ring
 from bot.settings import load_settings
 from tests.conftest import TEST_TOKEN
 from tests.foundation.conftest import _OWN_NAMES, _OWN_PREFIXES, clean_env, run_cli

@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ConfigError, StartupRefused
-from bot.secret import Secret
-from bot.services.keyring import (
+from bot.crypto.keyring import (
     KeyRing,
     create_ring_file,
     from_env_key,
     generate_key,
     load_ring,
 )
+from bot.crypto.masterkey import KEYCHECK, open_vault
+from bot.crypto.vault import KeyVault
+from bot.errors import ConfigError, StartupRefused
+from bot.secret import Secret
 from bot.services.keys import KeyService
-from bot.services.masterkey import KEYCHECK, open_vault
 from bot.services.users import UserService
-from bot.services.vault import KeyVault
 from bot.settings import Settings
 from bot.storage.db import Database
 from tests.foundation.conftest import (

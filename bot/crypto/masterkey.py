@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.crypto.keyring import KeyRing, create_ring_file, from_env_key, generate_key, load_ring
+from bot.crypto.vault import KeyVault, RecordBinding, VaultError
 from bot.errors import ConfigError, StartupRefused
-from bot.services.keyring import KeyRing, create_ring_file, from_env_key, generate_key, load_ring
-from bot.services.vault import KeyVault, RecordBinding, VaultError
 from bot.settings import Settings
 from bot.storage import migrate
 from bot.storage.db import Database

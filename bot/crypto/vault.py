@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from bot.crypto.keyring import KeyRing, RingKey
 from bot.secret import Secret
-from bot.services.keyring import KeyRing, RingKey
 
 FORMAT_V1 = 0x01
 NONCE_BYTES = 12

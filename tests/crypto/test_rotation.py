@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from bot.crypto import rotation
+from bot.crypto.keyring import KeyRing, load_ring
+from bot.crypto.masterkey import KEYCHECK, open_vault
+from bot.crypto.vault import KeyVault, parse_header
 from bot.errors import ConfigError, StartupRefused
 from bot.secret import Secret
-from bot.services import rotation
-from bot.services.keyring import KeyRing, load_ring
 from bot.services.keys import KeyService
-from bot.services.masterkey import KEYCHECK, open_vault
-from bot.services.vault import KeyVault, parse_header
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.storage.repositories import KeyRepo

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.errors import ConfigError
-from bot.services.keyring import (
+from bot.crypto.keyring import (
     KeyRing,
     create_ring_file,
     generate_key,
     replace_ring_file,
 )
-from bot.services.masterkey import KEYCHECK, stored_keys
-from bot.services.vault import KeyVault, RecordBinding, VaultError, parse_header
+from bot.crypto.masterkey import KEYCHECK, stored_keys
+from bot.crypto.vault import KeyVault, RecordBinding, VaultError, parse_header
+from bot.errors import ConfigError
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.storage.repositories import KeyRepo, MetaRepo

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from bot.billing.errors import ErrorKind
 from bot.billing.models import FigureKind
 from bot.billing.service import BillingService
+from bot.crypto.masterkey import open_vault
 from bot.secret import Secret
 from bot.services.balances import (
     BalanceService,
@@ -20,7 +21,6 @@ from bot.services.balances import (
     result_to_json,
 )
 from bot.services.keys import KeyService
-from bot.services.masterkey import open_vault
 from bot.storage.db import Database
 from bot.storage.models import BalanceSnapshot, KeyStatus
 from tests.e2e.harness import provider_overrides

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.billing.models import KeyRequest
+from bot.crypto.keyring import KeyRing, RingKey, generate_key
+from bot.crypto.vault import FORMAT_V1, KeyVault, RecordBinding, VaultError, parse_header
 from bot.secret import Secret, mask
-from bot.services.keyring import KeyRing, RingKey, generate_key
-from bot.services.vault import FORMAT_V1, KeyVault, RecordBinding, VaultError, parse_header
 from bot.storage.models import ApiKey
 from tests.foundation.conftest import Opened, row_of, sql
 
