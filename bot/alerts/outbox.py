@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import Clock
 from bot.storage.db import Database
 from bot.storage.models import AlertOutbox, AlertPrefs, User
-from bot.storage.upsert import insert_or_ignore
+from bot.storage.repositories import OutboxRepo
 
 PENDING, SENT, FAILED, EXPIRED = "pending", "sent", "failed", "expired"
 SEND_LEASE = timedelta(seconds=60)
@@ -72,10 +72,6 @@ def outbox_row(
     }
 
 
-def _insert(s: AsyncSession) -> Any:
-    return insert_or_ignore(s, AlertOutbox, ["idem_key"])
-
-
 async def enqueue(
     s: AsyncSession,
     *,
@@ -90,14 +86,12 @@ async def enqueue(
     values = outbox_row(
         idem_key=idem_key, user_id=user_id, key_id=key_id, kind=kind, payload=payload, now=now
     )
-    result = await s.execute(_insert(s).values(**values))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return await OutboxRepo(s).add(values)
 
 
 async def enqueue_many(s: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """`enqueue` for many `outbox_row`s in one statement; events already recorded are skipped."""
-    if rows:
-        await s.execute(_insert(s), list(rows))
+    await OutboxRepo(s).add_many(rows)
 
 
 class OutboxService:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,8 +34,8 @@ from bot.services.balances import record_rows
 from bot.services.history import prune_snapshots
 from bot.services.keys import KeyService
 from bot.storage.db import Database
-from bot.storage.models import AlertPrefs, AlertState, ApiKey, BalanceSnapshot
-from bot.storage.repositories import AlertStateRepo
+from bot.storage.models import AlertPrefs, ApiKey
+from bot.storage.repositories import AlertStateRepo, SnapshotRepo
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,8 @@ class AlertSweep:
 
     async def release(self, key_ids: Sequence[str]) -> None:
         """Hand leases back so another replica (or the restarted process) checks at once."""
-        t = AlertState.__table__
         async with self.db.session() as s:
-            await s.execute(
-                update(t)
-                .where(t.c.key_id.in_(list(key_ids)), t.c.lease_owner == self.owner)
-                .values(lease_owner=None, lease_until=None)
-            )
+            await AlertStateRepo(s).release(key_ids, self.owner)
 
     async def ensure_rows(self, now: datetime | None = None, *, chunk: int = 5000) -> int:
         """Every key gets its alert_state row (defaults: expiry + revoked on), due now.
@@ -146,23 +141,11 @@ class AlertSweep:
         key_ids: Sequence[str] | None = None,
         due_by: datetime | None = None,
     ) -> list[str]:
-        """Lease due keys: SKIP LOCKED on PostgreSQL, a compare-and-set UPDATE on both."""
-        t = AlertState.__table__
-        lease_free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
-        due = select(t.c.key_id).where(lease_free)
-        if key_ids is None:
-            due = due.where(t.c.next_check_at <= (due_by or now)).order_by(t.c.next_check_at)
-        else:
-            due = due.where(t.c.key_id.in_(list(key_ids)))
-        due = due.limit(limit).with_for_update(skip_locked=True)
-        stmt = (
-            update(t)
-            .where(t.c.key_id.in_(due), lease_free)
-            .values(lease_owner=self.owner, lease_until=now + self.lease)
-            .returning(t.c.key_id)
-        )
+        """Lease due keys (or these), so replicas split the work (AlertStateRepo.claim)."""
         async with self.db.session() as s:
-            return list((await s.scalars(stmt)).all())
+            return await AlertStateRepo(s).claim(
+                self.owner, now, now + self.lease, limit, key_ids, due_by
+            )
 
     async def run(
         self, now: datetime | None = None, *, max_batches: int | None = None
@@ -293,31 +276,18 @@ class AlertSweep:
         alone — no state, no outbox row, no status — so its new lease holder records
         each event exactly once.
         """
-        t = AlertState.__table__
-        cols = (
-            t.c.key_id,
-            t.c.owner_id,
-            t.c.thresholds,
-            t.c.expiry_on,
-            t.c.revoked_on,
-            t.c.forecast_on,
-            t.c.muted_until,
-            t.c.memory,
-            t.c.failing_since,
-            t.c.last,
-        )
-        mine = t.c.key_id.in_(batch.ids) & (t.c.lease_owner == self.owner)
         done: list[CheckOutcome] = []
         async with self.db.session() as s:
-            if s.bind.dialect.name == "postgresql":
-                lock: Any = select(*cols).where(mine).order_by(t.c.key_id).with_for_update()
-            else:
-                lock = update(t).where(mine).values(lease_owner=t.c.lease_owner).returning(*cols)
-            states = [st for st in (await s.execute(lock)).all() if st.key_id in batch.outcomes]
-            stats.lost_leases += len(batch.ids) - len(states)
-            if not states:
+            states = AlertStateRepo(s)
+            leased = [
+                st
+                for st in await states.lock_leased(batch.ids, self.owner)
+                if st.key_id in batch.outcomes
+            ]
+            stats.lost_leases += len(batch.ids) - len(leased)
+            if not leased:
                 return done
-            owners = {st.owner_id for st in states}
+            owners = {st.owner_id for st in leased}
             instant: dict[int, bool] = dict(
                 (
                     await s.execute(
@@ -329,7 +299,7 @@ class AlertSweep:
             )
             need_history = [
                 st.key_id
-                for st in states
+                for st in leased
                 if st.forecast_on
                 and (res := batch.outcomes[st.key_id].result) is not None
                 and money_value(res) is not None
@@ -337,7 +307,7 @@ class AlertSweep:
             history = await self._histories(s, need_history, now)
             changes: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
-            for st in states:
+            for st in leased:
                 outcome = batch.outcomes[st.key_id]
                 watch = Watch(
                     tuple(st.thresholds or ()), st.expiry_on, st.revoked_on, st.forecast_on
@@ -375,23 +345,10 @@ class AlertSweep:
                     {"k": st.key_id, "m": step.memory, "f": step.failing_since, "l": last}
                 )
                 done.append(outcome)
-            await s.execute(
-                update(t)
-                .where(t.c.key_id == bindparam("k"), t.c.lease_owner == self.owner)
-                .values(
-                    memory=bindparam("m"),
-                    failing_since=bindparam("f"),
-                    last=bindparam("l"),
-                    checked_at=now,
-                    next_check_at=now + self.interval,
-                    lease_owner=None,
-                    lease_until=None,
-                ),
-                changes,
-            )
+            await states.finish_checks(changes, self.owner, now, now + self.interval)
             await enqueue_many(s, events)
             if self.record is not None:
-                owner_of = {st.key_id: st.owner_id for st in states}
+                owner_of = {st.key_id: st.owner_id for st in leased}
                 await record_rows(s, [(owner_of[o.key_id], o) for o in done], now)
         stats.checked += len(done)
         return done
@@ -404,17 +361,8 @@ class AlertSweep:
         out: dict[str, list[tuple[datetime, Decimal]]] = {}
         if not key_ids:
             return out
-        b = BalanceSnapshot.__table__
-        rows = await s.execute(
-            select(b.c.key_id, b.c.taken_at, b.c.remaining)
-            .where(
-                b.c.key_id.in_(list(key_ids)),
-                b.c.kind == FigureKind.BALANCE.value,
-                b.c.taken_at >= now - forecast.WINDOW,
-                b.c.taken_at <= now,
-                b.c.remaining.is_not(None),
-            )
-            .order_by(b.c.key_id, b.c.taken_at)
+        rows = await SnapshotRepo(s).history(
+            key_ids, FigureKind.BALANCE.value, now - forecast.WINDOW, now
         )
         for key_id, taken, remaining in rows:
             try:

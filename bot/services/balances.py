@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from bot.billing.errors import BillingError, ErrorKind
@@ -32,8 +32,8 @@ from bot.billing.models import (
     Window,
     WindowState,
 )
-from bot.storage.models import ApiKey, BalanceSnapshot, KeyStatus
-from bot.storage.upsert import upsert
+from bot.storage.models import ApiKey, KeyStatus
+from bot.storage.repositories import STATUS_EMPTY, KeyStatusRepo
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -370,11 +370,8 @@ async def record_rows(
     """
     if not items:
         return
-    t = KeyStatus.__table__
-    ids = [o.key_id for _, o in items]
-    last_ok: dict[str, datetime | None] = dict(
-        (await s.execute(select(t.c.key_id, t.c.last_ok_at).where(t.c.key_id.in_(ids)))).all()
-    )
+    statuses = KeyStatusRepo(s)
+    last_ok = await statuses.last_ok([o.key_id for _, o in items])
     ok_rows: list[dict[str, Any]] = []
     failed_rows: list[dict[str, Any]] = []
     new_rows: list[dict[str, Any]] = []
@@ -394,7 +391,9 @@ async def record_rows(
                     {"k": outcome.key_id, "b_ok": row["last_ok_at"], "b_res": row["last_result"]}
                 )
             else:
-                new_rows.append({**_EMPTY, **row, "key_id": outcome.key_id, "owner_id": owner_id})
+                new_rows.append(
+                    {**STATUS_EMPTY, **row, "key_id": outcome.key_id, "owner_id": owner_id}
+                )
             continue
         if outcome.from_cache:
             continue  # the same failure, already counted
@@ -405,7 +404,7 @@ async def record_rows(
             last_ok[outcome.key_id] = None
             new_rows.append(
                 {
-                    **_EMPTY,
+                    **STATUS_EMPTY,
                     "key_id": outcome.key_id,
                     "owner_id": owner_id,
                     "last_error_kind": kind,
@@ -414,45 +413,7 @@ async def record_rows(
                     "consecutive_failures": 1,
                 }
             )
-    key = t.c.key_id == bindparam("k")
-    if ok_rows:
-        await s.execute(
-            update(t)
-            .where(key)
-            .values(
-                last_ok_at=bindparam("b_ok"),
-                last_result=bindparam("b_res"),
-                failing_since=None,
-                consecutive_failures=0,
-            ),
-            ok_rows,
-        )
-    if failed_rows:
-        await s.execute(
-            update(t)
-            .where(key)
-            .values(
-                last_error_kind=bindparam("kind"),
-                last_error_at=now,
-                failing_since=func.coalesce(t.c.failing_since, now),
-                consecutive_failures=func.coalesce(t.c.consecutive_failures, 0) + 1,
-            ),
-            failed_rows,
-        )
-    if new_rows:
-        await s.execute(upsert(s, t, ["key_id"], update=_EMPTY), new_rows)
-    if snapshots:
-        await s.execute(BalanceSnapshot.__table__.insert(), snapshots)
-
-
-_EMPTY: dict[str, Any] = {
-    "last_ok_at": None,
-    "last_result": None,
-    "last_error_kind": None,
-    "last_error_at": None,
-    "failing_since": None,
-    "consecutive_failures": 0,
-}
+    await statuses.write(ok_rows, failed_rows, new_rows, snapshots, now)
 
 
 def _snapshot(key_id: str, result: BalanceResult) -> dict[str, Any]:

@@ -1,5 +1,9 @@
 """Queries, grouped by table. Every key query is scoped by owner: there is no way to
-load another user's key by id alone (callback data is forgeable, docs/security.md §T8)."""
+load another user's key by id alone (callback data is forgeable, docs/security.md §T8).
+
+The bulk writes of the alert sweep and of recorded checks live here too, so services
+never write dialect-specific SQL (the dialect switch itself is bot/storage/upsert.py and
+`AlertStateRepo.lock_leased`)."""
 
 from __future__ import annotations
 
@@ -7,11 +11,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.storage.models import AlertState, ApiKey, Meta, User
-from bot.storage.upsert import insert_or_ignore
+from bot.storage.models import (
+    AlertOutbox,
+    AlertState,
+    ApiKey,
+    BalanceSnapshot,
+    KeyStatus,
+    Meta,
+    User,
+)
+from bot.storage.upsert import insert_or_ignore, upsert
 
 
 class UserRepo:
@@ -169,3 +182,191 @@ class AlertStateRepo:
         """Insert `defaults` rows; rows that exist already are left alone."""
         if rows:
             await self.s.execute(insert_or_ignore(self.s, AlertState, ["key_id"]), list(rows))
+
+    async def claim(
+        self,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        key_ids: Sequence[str] | None = None,
+        due_by: datetime | None = None,
+    ) -> list[str]:
+        """Lease due (or the given) keys: SKIP LOCKED on PostgreSQL, a compare-and-set
+        UPDATE on both, so two replicas never lease the same key."""
+        t = AlertState.__table__
+        lease_free = or_(t.c.lease_until.is_(None), t.c.lease_until < now)
+        due = select(t.c.key_id).where(lease_free)
+        if key_ids is None:
+            due = due.where(t.c.next_check_at <= (due_by or now)).order_by(t.c.next_check_at)
+        else:
+            due = due.where(t.c.key_id.in_(list(key_ids)))
+        due = due.limit(limit).with_for_update(skip_locked=True)
+        stmt = (
+            update(t)
+            .where(t.c.key_id.in_(due), lease_free)
+            .values(lease_owner=owner, lease_until=lease_until)
+            .returning(t.c.key_id)
+        )
+        return list((await self.s.scalars(stmt)).all())
+
+    async def release(self, key_ids: Sequence[str], owner: str) -> None:
+        t = AlertState.__table__
+        await self.s.execute(
+            update(t)
+            .where(t.c.key_id.in_(list(key_ids)), t.c.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+
+    async def lock_leased(self, key_ids: Sequence[str], owner: str) -> list[Row[Any]]:
+        """The rows of these keys that `owner` still leases, locked for this transaction
+        (FOR UPDATE on PostgreSQL; on SQLite the first write takes the write lock)."""
+        t = AlertState.__table__
+        cols = (
+            t.c.key_id,
+            t.c.owner_id,
+            t.c.thresholds,
+            t.c.expiry_on,
+            t.c.revoked_on,
+            t.c.forecast_on,
+            t.c.muted_until,
+            t.c.memory,
+            t.c.failing_since,
+            t.c.last,
+        )
+        mine = t.c.key_id.in_(list(key_ids)) & (t.c.lease_owner == owner)
+        if self.s.bind.dialect.name == "postgresql":
+            lock: Any = select(*cols).where(mine).order_by(t.c.key_id).with_for_update()
+        else:
+            lock = update(t).where(mine).values(lease_owner=t.c.lease_owner).returning(*cols)
+        return list((await self.s.execute(lock)).all())
+
+    async def finish_checks(
+        self, changes: Sequence[dict[str, Any]], owner: str, now: datetime, next_at: datetime
+    ) -> None:
+        """Store each checked key's memory (`k`, `m`, `f`, `l`: key id, memory,
+        failing_since, last) and free its lease, if `owner` still holds it."""
+        t = AlertState.__table__
+        await self.s.execute(
+            update(t)
+            .where(t.c.key_id == bindparam("k"), t.c.lease_owner == owner)
+            .values(
+                memory=bindparam("m"),
+                failing_since=bindparam("f"),
+                last=bindparam("l"),
+                checked_at=now,
+                next_check_at=next_at,
+                lease_owner=None,
+                lease_until=None,
+            ),
+            list(changes),
+        )
+
+
+class OutboxRepo:
+    """`alert_outbox` inserts: one row per event, `idem_key` unique."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    async def add(self, row: dict[str, Any]) -> bool:
+        """Insert one row; False when that event is already recorded."""
+        stmt = insert_or_ignore(self.s, AlertOutbox, ["idem_key"]).values(**row)
+        result = await self.s.execute(stmt)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def add_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert these rows in one statement; events already recorded are skipped."""
+        if rows:
+            await self.s.execute(insert_or_ignore(self.s, AlertOutbox, ["idem_key"]), list(rows))
+
+
+#: A status row's columns before any reading (a new row is these, then what is known).
+STATUS_EMPTY: dict[str, Any] = {
+    "last_ok_at": None,
+    "last_result": None,
+    "last_error_kind": None,
+    "last_error_at": None,
+    "failing_since": None,
+    "consecutive_failures": 0,
+}
+
+
+class KeyStatusRepo:
+    """`key_status` (each key's last reading and failure streak) and `balance_snapshots`."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    async def last_ok(self, key_ids: Sequence[str]) -> dict[str, datetime | None]:
+        """Key id → its last good reading's time, for the keys that have a status row."""
+        t = KeyStatus.__table__
+        stmt = select(t.c.key_id, t.c.last_ok_at).where(t.c.key_id.in_(list(key_ids)))
+        return {k: at for k, at in (await self.s.execute(stmt)).all()}
+
+    async def write(
+        self,
+        ok: Sequence[dict[str, Any]],
+        failed: Sequence[dict[str, Any]],
+        new: Sequence[dict[str, Any]],
+        snapshots: Sequence[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """A few statements for many keys: good readings (`k`, `b_ok`, `b_res`), failures
+        (`k`, `kind`; counters in SQL, so a concurrent increment is not lost), new status
+        rows (a row inserted meanwhile is overwritten), and the readings' snapshots."""
+        t = KeyStatus.__table__
+        key = t.c.key_id == bindparam("k")
+        if ok:
+            await self.s.execute(
+                update(t)
+                .where(key)
+                .values(
+                    last_ok_at=bindparam("b_ok"),
+                    last_result=bindparam("b_res"),
+                    failing_since=None,
+                    consecutive_failures=0,
+                ),
+                list(ok),
+            )
+        if failed:
+            await self.s.execute(
+                update(t)
+                .where(key)
+                .values(
+                    last_error_kind=bindparam("kind"),
+                    last_error_at=now,
+                    failing_since=func.coalesce(t.c.failing_since, now),
+                    consecutive_failures=func.coalesce(t.c.consecutive_failures, 0) + 1,
+                ),
+                list(failed),
+            )
+        if new:
+            await self.s.execute(upsert(self.s, t, ["key_id"], update=STATUS_EMPTY), list(new))
+        if snapshots:
+            await self.s.execute(BalanceSnapshot.__table__.insert(), list(snapshots))
+
+
+class SnapshotRepo:
+    """`balance_snapshots`: the readings history (forecasts; retention: services/history.py)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    async def history(
+        self, key_ids: Sequence[str], kind: str, since: datetime, until: datetime
+    ) -> list[tuple[str, datetime, str]]:
+        """(key id, taken_at, remaining) of readings with a figure, per key oldest first."""
+        b = BalanceSnapshot.__table__
+        stmt = (
+            select(b.c.key_id, b.c.taken_at, b.c.remaining)
+            .where(
+                b.c.key_id.in_(list(key_ids)),
+                b.c.kind == kind,
+                b.c.taken_at >= since,
+                b.c.taken_at <= until,
+                b.c.remaining.is_not(None),
+            )
+            .order_by(b.c.key_id, b.c.taken_at)
+        )
+        return [(k, at, r) for k, at, r in (await self.s.execute(stmt)).all()]
