@@ -403,6 +403,9 @@ def balance_phase(cfg: BenchConfig, users: list[int], warmup: int) -> dict[str, 
 # -- 3: alert delivery under Telegram's flood limits ------------------------------------------
 
 
+ALERT_USERS = 5_000_000_000  # the first of the alert phase's user ids
+
+
 async def _outbox_delivery(app: Any, services: Any, n_alerts: int) -> tuple[str, int, int]:
     """Enqueue `n_alerts` low-balance alerts for distinct users; drain with the real Sender."""
     from sqlalchemy import insert
@@ -413,7 +416,7 @@ async def _outbox_delivery(app: Any, services: Any, n_alerts: int) -> tuple[str,
     from bot.handlers.alert_messages import render
     from bot.storage.models import User
 
-    base = 5_000_000_000
+    base = ALERT_USERS
     now = datetime.now(UTC)
     async with services.db.session() as s:
         await s.execute(
@@ -441,7 +444,7 @@ async def _outbox_delivery(app: Any, services: Any, n_alerts: int) -> tuple[str,
 
 
 async def _direct_delivery(app: Any, n_alerts: int) -> tuple[str, int, int]:
-    base = 5_000_000_000
+    base = ALERT_USERS
     results = await asyncio.gather(
         *(
             app.bot.send_message(base + i, f"⚠️ Low balance: key {i} has 1.00 USD left")
@@ -468,6 +471,7 @@ def alerts_phase(cfg: BenchConfig, n_alerts: int, send_rate: float | None = None
         try:
             await tg.call("limits", enforce=True)
             await tg.call("reset")
+            await tg.call("users", first=ALERT_USERS, count=n_alerts)  # chats that exist
             with _Meter() as m:
                 if getattr(services, "outbox", None) is not None:
                     label, delivered, errors = await _outbox_delivery(app, services, n_alerts)

@@ -54,12 +54,14 @@ class SeenRequest:
 
 
 class FakeProviderServer:
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, keep_requests: bool = True) -> None:
         self.host = host
         self.port = 0
         self._scripts: dict[str, list[Reply]] = {}
         self._dynamic: dict[str, Callable[[web.Request], Reply]] = {}
         self.requests: list[SeenRequest] = []
+        self.keep_requests = keep_requests  # False: count only (the benchmark's 100k checks)
+        self.served = 0
         self.latency = 0.0  # added to every reply
         self._runner: web.AppRunner | None = None
 
@@ -81,6 +83,11 @@ class FakeProviderServer:
         """Answer successive requests with these replies; the last one repeats."""
         self._scripts[path] = list(replies)
 
+    def install(self, routes: Mapping[str, Reply]) -> None:
+        """Answer every request to each path with its reply (see `tests/fakes/canned.py`)."""
+        for path, reply in routes.items():
+            self._scripts[path] = [reply]
+
     def handle(self, path: str, func: Callable[[web.Request], Reply]) -> None:
         """Compute the reply from the request (e.g. check the Authorization header)."""
         self._dynamic[path] = func
@@ -100,9 +107,13 @@ class FakeProviderServer:
     # -- server ------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(
-            SeenRequest(request.method, request.path, dict(request.query), dict(request.headers))
-        )
+        self.served += 1
+        if self.keep_requests:
+            self.requests.append(
+                SeenRequest(
+                    request.method, request.path, dict(request.query), dict(request.headers)
+                )
+            )
         if request.path in self._dynamic:
             reply = self._dynamic[request.path](request)
         elif request.path in self._scripts:

@@ -414,10 +414,14 @@ class FakeTelegram:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> FakeTelegram:
+    def make_app(self) -> web.Application:
+        """The aiohttp app serving the Bot API (the benchmark adds its control routes)."""
         app = web.Application(client_max_size=60 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        return app
+
+    async def start(self) -> FakeTelegram:
+        self._runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
