@@ -37,9 +37,11 @@ class BillingError(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        reason: StrEnum | None = None,
     ) -> None:
         self.kind = kind
         self.detail = detail
+        self.reason = reason  # a finer code within the kind (e.g. ssrf.UrlRefusal)
         self.status = status
         self.retry_after = retry_after
         super().__init__(f"{kind.value}: {detail}" if detail else kind.value)

@@ -9,7 +9,8 @@ Two layers, because either alone is bypassable:
   addresses it checked. aiohttp connects to those, so there is no second lookup for a
   rebinding DNS server to answer differently.
 
-Refusal reasons are fixed English phrases (never the URL itself) so they are safe to log.
+Refusal reasons are codes (`UrlRefusal`) whose values are fixed English phrases (never the
+URL itself), so they are safe to log; the UI translates the code.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -67,18 +69,43 @@ _NUMERICISH = re.compile(r"^[0-9a-fx.]+$")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
-def refuse(reason: str) -> BillingError:
-    return BillingError(ErrorKind.URL_REFUSED, reason)
+class UrlRefusal(StrEnum):
+    """Why the guard refused a URL: a code the UI translates (bot/handlers/add.py), never
+    matched on its words. The value is the fixed English phrase logs show (not the URL)."""
+
+    INVALID_URL = "not a valid URL"
+    NOT_HTTPS = "only https URLs are allowed"
+    USERINFO = "URLs with a user name or password are not allowed"
+    QUERY_OR_FRAGMENT = "URLs with a query string or fragment are not allowed"
+    INVALID_HOST = "not a valid host name"
+    NO_HOST = "the URL has no host"
+    NON_STANDARD_PORT = "only the standard https port 443 is allowed"
+    INVALID_PORT = "not a valid port"
+    DOT_SEGMENTS = "URL paths with dot segments are not allowed"
+    INTERNAL_NAME = "local and internal host names are not allowed"
+    SINGLE_LABEL = "single-label host names are not allowed"
+    LINK_LOCAL = "address is link-local or a cloud metadata endpoint"
+    UNSPECIFIED = "address is unspecified or multicast"
+    EMBEDDED_IPV4 = "address embeds an IPv4 address (NAT64, 6to4 or Teredo)"
+    RESERVED = "address is reserved"
+    PRIVATE = "address is private or reserved"
+    CGNAT = "address is in the shared (CGNAT) range"
+    LOOPBACK = "address is loopback"
+    UNPARSABLE = "name resolved to an unparsable address"
+
+
+def refuse(reason: UrlRefusal) -> BillingError:
+    return BillingError(ErrorKind.URL_REFUSED, reason.value, reason=reason)
 
 
 class AddressRefused(BillingError):
     """Raised from inside the resolver; not an OSError, so aiohttp lets it through as-is."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(ErrorKind.URL_REFUSED, reason)
+    def __init__(self, reason: UrlRefusal) -> None:
+        super().__init__(ErrorKind.URL_REFUSED, reason.value, reason=reason)
 
 
-def address_refusal(ip: IPAddress, *, allow_private: bool) -> str | None:
+def address_refusal(ip: IPAddress, *, allow_private: bool) -> UrlRefusal | None:
     """Why this address may not be contacted, or None when it may.
 
     With `allow_private` (self-hosted relays on a LAN or in Docker) loopback, RFC 1918,
@@ -87,23 +114,23 @@ def address_refusal(ip: IPAddress, *, allow_private: bool) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip in _METADATA or ip.is_link_local:
-        return "address is link-local or a cloud metadata endpoint"
+        return UrlRefusal.LINK_LOCAL
     if ip.is_unspecified or ip.is_multicast:
-        return "address is unspecified or multicast"
+        return UrlRefusal.UNSPECIFIED
     if any(ip in net for net in _ALWAYS_DENIED_NETS):
-        return "address embeds an IPv4 address (NAT64, 6to4 or Teredo)"
+        return UrlRefusal.EMBEDDED_IPV4
     if allow_private and any(ip in net for net in _LAN_NETS):
         return None
     if ip.is_reserved:
-        return "address is reserved"
+        return UrlRefusal.RESERVED
     if allow_private:
         return None if ip.is_global else "address is private or reserved"
     if ip in _CGNAT:
-        return "address is in the shared (CGNAT) range"
+        return UrlRefusal.CGNAT
     if ip.is_loopback:
-        return "address is loopback"
+        return UrlRefusal.LOOPBACK
     if not ip.is_global:
-        return "address is private or reserved"
+        return UrlRefusal.PRIVATE
     return None
 
 
@@ -133,37 +160,37 @@ def validate_base_url(
     """
     text = url.strip()
     if not text or len(text) > 2048 or any(c in text for c in "\\\r\n\t "):
-        raise refuse("not a valid URL")
+        raise refuse(UrlRefusal.INVALID_URL)
     try:
         parsed = httpx.URL(text)
     except (httpx.InvalidURL, ValueError, UnicodeError):
-        raise refuse("not a valid URL") from None
+        raise refuse(UrlRefusal.INVALID_URL) from None
     scheme = parsed.scheme.lower()
     if scheme not in ("https", "http"):
-        raise refuse("only https URLs are allowed")
+        raise refuse(UrlRefusal.NOT_HTTPS)
     if scheme == "http" and not allow_private:
-        raise refuse("only https URLs are allowed")
+        raise refuse(UrlRefusal.NOT_HTTPS)
     if parsed.userinfo:
-        raise refuse("URLs with a user name or password are not allowed")
+        raise refuse(UrlRefusal.USERINFO)
     if parsed.query or parsed.fragment:
-        raise refuse("URLs with a query string or fragment are not allowed")
+        raise refuse(UrlRefusal.QUERY_OR_FRAGMENT)
     try:
         raw_host = parsed.raw_host.decode("ascii").lower()
     except UnicodeDecodeError:
-        raise refuse("not a valid host name") from None
+        raise refuse(UrlRefusal.INVALID_HOST) from None
     host = _canonical_host(raw_host, allow_private=allow_private)
 
     port = parsed.port
     if port is not None and port == _DEFAULT_PORTS[scheme]:
         port = None
     if port is not None and not allow_private and port not in allowed_ports:
-        raise refuse("only the standard https port 443 is allowed")
+        raise refuse(UrlRefusal.NON_STANDARD_PORT)
     if port is not None and not 0 < port < 65536:
-        raise refuse("not a valid port")
+        raise refuse(UrlRefusal.INVALID_PORT)
 
     path = parsed.raw_path.decode("ascii").split("?", 1)[0].rstrip("/")
     if any(seg in (".", "..") for seg in path.split("/")):
-        raise refuse("URL paths with dot segments are not allowed")
+        raise refuse(UrlRefusal.DOT_SEGMENTS)
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:
         netloc = f"{netloc}:{port}"
@@ -172,7 +199,7 @@ def validate_base_url(
 
 def _canonical_host(raw_host: str, *, allow_private: bool) -> str:
     if not raw_host:
-        raise refuse("the URL has no host")
+        raise refuse(UrlRefusal.NO_HOST)
     ip = parse_numeric_host(raw_host)
     if ip is not None:
         reason = address_refusal(ip, allow_private=allow_private)
@@ -182,14 +209,14 @@ def _canonical_host(raw_host: str, *, allow_private: bool) -> str:
         return str(shown)
     host = raw_host[:-1] if raw_host.endswith(".") else raw_host
     if len(host) > 253 or not all(_LABEL.match(label) for label in host.split(".")):
-        raise refuse("not a valid host name")
+        raise refuse(UrlRefusal.INVALID_HOST)
     if host.split(".")[-1].isdigit():
-        raise refuse("not a valid host name")
+        raise refuse(UrlRefusal.INVALID_HOST)
     if not allow_private:
         if host in _DENIED_NAMES or host.endswith(_DENIED_SUFFIXES):
-            raise refuse("local and internal host names are not allowed")
+            raise refuse(UrlRefusal.INTERNAL_NAME)
         if "." not in host:
-            raise refuse("single-label host names are not allowed")
+            raise refuse(UrlRefusal.SINGLE_LABEL)
     return host
 
 
@@ -200,9 +227,9 @@ def check_request_url(url: httpx.URL, *, allow_private: bool) -> None:
     """
     scheme = url.scheme.lower()
     if scheme not in ("https", "http") or (scheme == "http" and not allow_private):
-        raise refuse("only https URLs are allowed")
+        raise refuse(UrlRefusal.NOT_HTTPS)
     if url.userinfo:
-        raise refuse("URLs with a user name or password are not allowed")
+        raise refuse(UrlRefusal.USERINFO)
     ip = parse_numeric_host(url.host)
     if ip is not None:
         reason = address_refusal(ip, allow_private=allow_private)
@@ -227,7 +254,7 @@ class GuardedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         name = host.rstrip(".").lower()
         if not self._allow_private and (name in _DENIED_NAMES or name.endswith(_DENIED_SUFFIXES)):
-            raise AddressRefused("local and internal host names are not allowed")
+            raise AddressRefused(UrlRefusal.INTERNAL_NAME)
         infos = await getaddrinfo(host, port, family)
         results: list[ResolveResult] = []
         for fam, _type, proto, _canon, sockaddr in infos:
@@ -236,7 +263,7 @@ class GuardedResolver(AbstractResolver):
             try:
                 ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             except ValueError:
-                raise AddressRefused("name resolved to an unparsable address") from None
+                raise AddressRefused(UrlRefusal.UNPARSABLE) from None
             reason = address_refusal(ip, allow_private=self._allow_private)
             if reason:
                 raise AddressRefused(reason)

@@ -20,6 +20,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import CheckOutcome, FigureKind
 from bot.billing.providers.base import Provider
+from bot.billing.ssrf import UrlRefusal
 from bot.context import BotContext
 from bot.handlers import alert_messages, callbacks, fallback
 from bot.handlers import format as fmt
@@ -112,36 +113,27 @@ OPEN_PRIVATE = N_("Open a private chat")
 EXPIRED = N_("This button has expired.")
 FLOW_EXPIRED = N_("That step has expired. Send /add to start again.")
 
-#: The SSRF guard's fixed English reasons (bot/billing/ssrf.py), as translatable phrases.
-URL_REASONS: Mapping[str, str] = {
-    "not a valid URL": N_("it is not a valid URL"),
-    "only https URLs are allowed": N_("only https:// addresses are allowed"),
-    "URLs with a user name or password are not allowed": N_(
-        "addresses with a user name or password are not allowed"
-    ),
-    "URLs with a query string or fragment are not allowed": N_(
-        "addresses with ? or # parts are not allowed"
-    ),
-    "not a valid host name": N_("the host name is not valid"),
-    "the URL has no host": N_("the address has no host"),
-    "only the standard https port 443 is allowed": N_("only the standard port 443 is allowed"),
-    "not a valid port": N_("the port is not valid"),
-    "URL paths with dot segments are not allowed": N_("paths with . or .. are not allowed"),
-    "local and internal host names are not allowed": N_(
-        "local and internal host names are not allowed"
-    ),
-    "single-label host names are not allowed": N_("the host name must contain a dot"),
-    "address is link-local or a cloud metadata endpoint": N_(
-        "it points to a link-local or cloud metadata address"
-    ),
-    "address is unspecified or multicast": N_("it points to an unusable address"),
-    "address embeds an IPv4 address (NAT64, 6to4 or Teredo)": N_(
-        "it points to a tunnelled IPv4 address"
-    ),
-    "address is reserved": N_("it points to a reserved address"),
-    "address is private or reserved": N_("it points to a private network"),
-    "address is in the shared (CGNAT) range": N_("it points to a private network"),
-    "address is loopback": N_("it points to this machine"),
+#: Why the SSRF guard refused an address (bot/billing/ssrf.py: UrlRefusal), in the user's words.
+URL_REASONS: Mapping[UrlRefusal, str] = {
+    UrlRefusal.INVALID_URL: N_("it is not a valid URL"),
+    UrlRefusal.NOT_HTTPS: N_("only https:// addresses are allowed"),
+    UrlRefusal.USERINFO: N_("addresses with a user name or password are not allowed"),
+    UrlRefusal.QUERY_OR_FRAGMENT: N_("addresses with ? or # parts are not allowed"),
+    UrlRefusal.INVALID_HOST: N_("the host name is not valid"),
+    UrlRefusal.NO_HOST: N_("the address has no host"),
+    UrlRefusal.NON_STANDARD_PORT: N_("only the standard port 443 is allowed"),
+    UrlRefusal.INVALID_PORT: N_("the port is not valid"),
+    UrlRefusal.DOT_SEGMENTS: N_("paths with . or .. are not allowed"),
+    UrlRefusal.INTERNAL_NAME: N_("local and internal host names are not allowed"),
+    UrlRefusal.SINGLE_LABEL: N_("the host name must contain a dot"),
+    UrlRefusal.LINK_LOCAL: N_("it points to a link-local or cloud metadata address"),
+    UrlRefusal.UNSPECIFIED: N_("it points to an unusable address"),
+    UrlRefusal.EMBEDDED_IPV4: N_("it points to a tunnelled IPv4 address"),
+    UrlRefusal.RESERVED: N_("it points to a reserved address"),
+    UrlRefusal.PRIVATE: N_("it points to a private network"),
+    UrlRefusal.CGNAT: N_("it points to a private network"),
+    UrlRefusal.LOOPBACK: N_("it points to this machine"),
+    UrlRefusal.UNPARSABLE: N_("that address is not allowed"),
 }
 URL_REASON_DEFAULT = N_("that address is not allowed")
 
@@ -191,7 +183,8 @@ def brief_check(context: BotContext, outcome: CheckOutcome | None) -> str:
 
 
 def url_reason(t: Translator, error: BillingError) -> str:
-    return t(URL_REASONS.get(error.detail, URL_REASON_DEFAULT))
+    reason = error.reason if isinstance(error.reason, UrlRefusal) else None
+    return t(URL_REASONS[reason] if reason is not None else URL_REASON_DEFAULT)
 
 
 async def say(
