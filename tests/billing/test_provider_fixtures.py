@@ -47,6 +47,7 @@ from bot.billing.registry import default_registry
 from bot.billing.service import BillingService
 from bot.secret import Secret
 from bot.settings import Settings
+from tests.fakes.canned import reply_of
 from tests.fakes.provider_server import FakeProviderServer, Reply
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "providers"
@@ -101,13 +102,7 @@ def _cases() -> list[Any]:
 def _reply(spec: dict[str, Any]) -> Reply:
     unknown = set(spec) - _REPLY_KEYS
     assert not unknown, f"unknown reply fields {sorted(unknown)}"
-    return Reply(
-        status=int(spec.get("status", 200)),
-        json=spec.get("json"),
-        body=spec.get("body"),
-        headers={str(k): str(v) for k, v in (spec.get("headers") or {}).items()},
-        delay=float(spec.get("delay", 0.0)),
-    )
+    return reply_of(spec)
 
 
 def _as_decimal(value: Any) -> Decimal | None:
