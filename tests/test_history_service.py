@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from bot.services.masterkey import open_vault
 from sqlalchemy import func, select
 
 from bot.alerts.rules import threshold_amount
@@ -23,7 +24,6 @@ from bot.services.history import (
     prune_snapshots,
 )
 from bot.services.keys import KeyService
-from bot.services.masterkey import open_vault
 from bot.storage.db import Database
 from bot.storage.models import BalanceSnapshot
 

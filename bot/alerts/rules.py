@@ -26,9 +26,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bot.alerts import forecast
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, KeyState
+from bot.services import forecast
 
 MAX_RUNGS = 5
 MAX_AMOUNT = Decimal("1000000000")

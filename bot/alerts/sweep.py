@@ -23,13 +23,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.alerts import forecast
 from bot.alerts.outbox import OutboxService, enqueue_many, instance_id, outbox_row
 from bot.alerts.rules import Watch, evaluate, money_value, reading
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import CheckOutcome, FigureKind
 from bot.billing.service import BillingService
 from bot.clock import Clock
+from bot.services import forecast
 from bot.services.balances import record_rows
 from bot.services.history import prune_snapshots
 from bot.services.keys import KeyService

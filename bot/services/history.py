@@ -4,7 +4,7 @@ Every successful check leaves a row in `balance_snapshots` (services/balances.py
 alert sweep checks every key at ALERT_INTERVAL_SECONDS, so this is the bot's memory of
 where the money went. Rules kept here, in one place:
 
-- Pace ("≈ $1.20/day · lasts ~9 days") uses the forecast's rules (bot/alerts/forecast.py):
+- Pace ("≈ $1.20/day · lasts ~9 days") uses the forecast's rules (bot/services/forecast.py):
   only spending counts (a rise is a top-up), and too little history gives no pace at
   all — never a guess from two readings.
 - Spent in a period is the sum of the drops between consecutive readings; a rise is a
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, text
 
-from bot.alerts import forecast
 from bot.billing.models import FigureKind, Window, WindowState
+from bot.services import forecast
 from bot.services.balances import window_from_json
 from bot.storage.models import ApiKey, BalanceSnapshot, UTCDateTime
 
@@ -139,7 +139,7 @@ def balance_points(readings: Sequence[Reading]) -> list[tuple[datetime, Decimal]
 
 
 def pace(readings: Sequence[Reading], now: datetime) -> Pace | None:
-    """The forecast's pace over its window (bot/alerts/forecast.py), or None when there is
+    """The forecast's pace over its window (bot/services/forecast.py), or None when there is
     too little history: three readings over six hours at least, and some spending."""
     balances = [r for r in readings if r.is_balance and r.taken_at <= now]
     if not balances:
