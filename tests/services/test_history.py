@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from bot.services.masterkey import open_vault
 from sqlalchemy import func, select
 
 from bot.alerts.rules import threshold_amount
 from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, Unit, Window
+from bot.crypto.masterkey import open_vault
 from bot.secret import Secret
 from bot.services.balances import record_rows
 from bot.services.history import (
