@@ -31,7 +31,8 @@ def test_bench_tiny_run_writes_expected_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     # The benchmark is not installed with the package: it runs from the source tree.
     root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": root}
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": path}
     for name in list(env):
         if name.startswith(("TELEGRAM_", "DATABASE_URL", "ENCRYPTION_KEY", "PROVIDER_")):
             env.pop(name)
