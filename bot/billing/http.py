@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import http.cookiejar
+import json as jsonlib
 import logging
 import random
 import ssl
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import certifi
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "balance-bot/0.1 (+https://github.com/)"
 MAX_BODY = 256 * 1024
+MAX_REQUEST_BODY = 16 * 1024  # our own JSON bodies are tiny: a key and a field or two
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,12 @@ class _Decoder:
 
 
 class ProviderHttpClient:
-    """`HttpClient` for providers: GET with retries, a capped body and fixed-text errors."""
+    """`HttpClient` for providers: GET or POST with retries, a capped body, fixed-text errors.
+
+    POST exists for balance endpoints that happen to be POST (NanoGPT, claude-relay-service,
+    declared providers): read-only queries, so retrying them like a GET is safe. It is not
+    meant for anything that changes state at the provider.
+    """
 
     def __init__(
         self,
@@ -143,8 +151,39 @@ class ProviderHttpClient:
         headers: Mapping[str, str],
         params: Mapping[str, str] | None = None,
     ) -> HttpReply:
+        return await self._request("GET", url, dict(headers), params, None)
+
+    async def post(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> HttpReply:
+        """POST `json` (serialised here, at most `MAX_REQUEST_BODY` bytes) to a read-only
+        endpoint; same guard, timeouts, retries and caps as `get`."""
         try:
-            request = self._client.build_request("GET", url, headers=dict(headers), params=params)
+            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError):
+            raise TypeError("the request body must be JSON-serialisable") from None
+        if len(content) > MAX_REQUEST_BODY:
+            raise BillingError(ErrorKind.MALFORMED, "request body too large")
+        sent = {**headers, "Content-Type": "application/json"}
+        return await self._request("POST", url, sent, params, content)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None,
+        content: bytes | None,
+    ) -> HttpReply:
+        try:
+            request = self._client.build_request(
+                method, url, headers=headers, params=params, content=content
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError):
             raise BillingError(ErrorKind.URL_REFUSED, "not a valid URL") from None
         if self._guard_allow_private is not None:

@@ -130,3 +130,77 @@ async def test_reply_headers_are_lower_case(server) -> None:
     reply = await _get(server, "/b")
     assert reply.headers["x-ratelimit-remaining"] == "7"
     assert reply.headers["content-type"].startswith("application/json")
+
+
+# -- POST (read-only balance endpoints such as NanoGPT's and claude-relay-service's) ------
+
+
+async def _post(server, path: str, json, options=FAST, **kwargs):
+    clients = HttpClients(options)
+    try:
+        return await clients.trusted.post(
+            f"{server.url}{path}", headers={"x-api-key": "sk-post-hdr-001"}, json=json, **kwargs
+        )
+    finally:
+        await clients.aclose()
+
+
+async def test_post_sends_json_body_and_headers(server) -> None:
+    server.reply("/p", json={"usd_balance": "1.5"})
+    reply = await _post(server, "/p", {"apiKey": "cr_secret_in_body", "n": 1})
+    assert reply.status == 200 and reply.json() == {"usd_balance": "1.5"}
+    seen = server.requests[0]
+    assert seen.method == "POST"
+    assert seen.json() == {"apiKey": "cr_secret_in_body", "n": 1}
+    assert seen.headers["Content-Type"] == "application/json"
+    assert seen.headers["x-api-key"] == "sk-post-hdr-001"
+    assert "cr_secret_in_body" not in str(seen.query)
+
+
+async def test_post_retried_with_the_same_body_on_5xx(server) -> None:
+    server.script("/p", [Reply(502), Reply(500), Reply(200, json={"ok": True})])
+    reply = await _post(server, "/p", {"apiKey": "k"})
+    assert reply.status == 200
+    assert [r.json() for r in server.requests] == [{"apiKey": "k"}] * 3
+    assert all(r.method == "POST" for r in server.requests)
+
+
+async def test_post_4xx_not_retried(server) -> None:
+    server.reply("/p", status=401, json={"error": "Invalid API key"})
+    reply = await _post(server, "/p", {"apiKey": "k"})
+    assert reply.status == 401 and server.count("/p") == 1
+
+
+async def test_post_timeout_is_network_error_without_body_or_url(server) -> None:
+    server.reply("/p", json={}, delay=3.0)
+    with pytest.raises(BillingError) as info:
+        await _post(server, "/p", {"apiKey": "cr_timeout_secret"}, replace(FAST, read_timeout=0.2))
+    assert info.value.kind is ErrorKind.NETWORK and info.value.detail == "timed out"
+    assert "cr_timeout_secret" not in str(info.value) and str(server.port) not in str(info.value)
+    assert server.count("/p") == 3
+
+
+async def test_post_reply_capped_like_get(server) -> None:
+    server.reply("/p", body=b"x" * (300 * 1024), headers={"Content-Type": "application/json"})
+    with pytest.raises(BillingError) as info:
+        await _post(server, "/p", {})
+    assert info.value.kind is ErrorKind.MALFORMED and info.value.detail == "response too large"
+
+
+async def test_post_guarded_refuses_private_address_before_sending(server) -> None:
+    server.reply("/p", json={})
+    clients = HttpClients(FAST, allow_private=False)
+    try:
+        with pytest.raises(BillingError) as info:
+            await clients.guarded.post(f"https://127.0.0.1:{server.port}/p", headers={}, json={})
+    finally:
+        await clients.aclose()
+    assert info.value.kind is ErrorKind.URL_REFUSED
+    assert server.count() == 0
+
+
+async def test_post_request_body_is_bounded(server) -> None:
+    with pytest.raises(BillingError) as info:
+        await _post(server, "/p", {"apiKey": "k" * (20 * 1024)})
+    assert info.value.kind is ErrorKind.MALFORMED
+    assert server.count() == 0

@@ -24,6 +24,8 @@ Fixture format::
         expect_paths: ["/user/balance"]              # optional, in order
         expect_query: {expand: credits}              # optional: first request's query
         auth_header: {Authorization: "Bearer {key}"} # optional; {} or null = no check
+        expect_json: {/api/check-balance: {apiKey: "{key}"}}  # optional: these paths were
+                                         # POSTed with exactly this JSON body ({key} filled in)
 
 Notes for fixture authors: the HTTP client retries 429/5xx (up to 3 requests in all,
 with tiny backoffs here), so a 5xx route shows up 3 times in `expect_paths`; a
@@ -77,6 +79,7 @@ _CASE_KEYS = {
     "expect_paths",
     "expect_query",
     "auth_header",
+    "expect_json",
 }
 _REPLY_KEYS = {"status", "json", "body", "headers", "delay"}
 
@@ -250,6 +253,17 @@ def compare_error(error: BillingError, expect: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _with_key(value: Any, key: str) -> Any:
+    """The expected JSON body with every "{key}" in its strings replaced by the case's key."""
+    if isinstance(value, str):
+        return value.replace("{key}", key)
+    if isinstance(value, list):
+        return [_with_key(v, key) for v in value]
+    if isinstance(value, dict):
+        return {k: _with_key(v, key) for k, v in value.items()}
+    return value
+
+
 def test_fixture_files_exist() -> None:
     assert FIXTURES.is_dir(), "tests/fixtures/providers is missing"
 
@@ -304,6 +318,14 @@ async def test_provider_fixture(path: Path, provider_id: str, case: dict[str, An
         for r in server.requests:
             got = {k.lower(): v for k, v in r.headers.items()}.get(name.lower())
             assert got == want, f"{r.path}: header {name} is {got!r}, expected {want!r}"
+
+    for path, body in (case.get("expect_json") or {}).items():
+        sent = [r for r in server.requests if r.path == path]
+        assert sent, f"no request to {path}"
+        want_body = _with_key(body, key)
+        for r in sent:
+            assert r.method == "POST", f"{path}: {r.method}, expected POST"
+            assert r.json() == want_body, f"{path}: body {r.json()!r}, expected {want_body!r}"
 
     if "expect_paths" in case:
         assert seen == list(case["expect_paths"]), f"request paths {seen}"

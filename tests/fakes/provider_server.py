@@ -47,10 +47,18 @@ class SeenRequest:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    body: bytes = b""
 
     @property
     def authorization(self) -> str | None:
         return self.headers.get("Authorization")
+
+    def json(self) -> Any:
+        """The request body as JSON (None when empty or not JSON)."""
+        try:
+            return jsonlib.loads(self.body) if self.body else None
+        except ValueError:
+            return None
 
 
 class FakeProviderServer:
@@ -108,10 +116,11 @@ class FakeProviderServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self.served += 1
+        body = await request.read() if request.can_read_body else b""
         if self.keep_requests:
             self.requests.append(
                 SeenRequest(
-                    request.method, request.path, dict(request.query), dict(request.headers)
+                    request.method, request.path, dict(request.query), dict(request.headers), body
                 )
             )
         if request.path in self._dynamic:

@@ -75,13 +75,23 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class HttpClient(Protocol):
-    """What a provider may do on the network: GET with headers, get a capped reply."""
+    """What a provider may do on the network: GET, or POST a small JSON body to a
+    read-only endpoint, with headers; either way a capped reply (see bot.billing.http)."""
 
     async def get(
         self,
         url: str,
         *,
         headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+    ) -> HttpReply: ...
+
+    async def post(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        json: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> HttpReply: ...
 
