@@ -161,8 +161,10 @@ class ProviderHttpClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> HttpReply:
-        """POST `json` (serialised here, at most `MAX_REQUEST_BODY` bytes) to a read-only
-        endpoint; same guard, timeouts, retries and caps as `get`."""
+        """POST `json` (serialised here, at most `MAX_REQUEST_BODY` bytes; None = no body)
+        to a read-only endpoint; same guard, timeouts, retries and caps as `get`."""
+        if json is None:  # an empty POST (NanoGPT's check-balance takes no body)
+            return await self._request("POST", url, dict(headers), params, b"")
         try:
             content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
         except (TypeError, ValueError):

@@ -19,6 +19,7 @@ from bot.billing.providers.base import FetchContext, HttpReply
 __all__ = [
     "MAX_AMOUNT",
     "amount",
+    "amount_or_none",
     "api_root",
     "error_object",
     "from_iso",
@@ -31,6 +32,7 @@ __all__ = [
     "plain",
     "raise_for_status",
     "short_text",
+    "to_amount",
     "to_decimal",
     "unique_name",
 ]
@@ -53,6 +55,36 @@ def to_decimal(value: Any) -> Decimal:
     if not result.is_finite():
         raise BillingError(ErrorKind.MALFORMED, "amount is not a finite number")
     return result
+
+
+#: Bounds for a figure from a provider (money, points, characters): far beyond any real
+#: balance, far below what breaks formatting (28-digit Decimal context) or storage.
+MAX_MAGNITUDE = Decimal(10) ** 15
+MAX_DIGITS = 30
+MIN_EXPONENT = -18
+
+
+def to_amount(value: Any) -> Decimal:
+    """`to_decimal`, bounded: |x| < 10^15, at most 30 significant digits, nothing finer
+    than 10^-18. `1E+40`, `9E+999999` and 60-digit numbers are MALFORMED, never a figure."""
+    result = to_decimal(value)
+    if result.is_zero():
+        return result
+    normal = result.normalize()
+    _sign, digits, exponent = normal.as_tuple()
+    if (
+        abs(normal) >= MAX_MAGNITUDE
+        or len(digits) > MAX_DIGITS
+        or not isinstance(exponent, int)
+        or exponent < MIN_EXPONENT
+    ):
+        raise BillingError(ErrorKind.MALFORMED, "amount out of range")
+    return result
+
+
+def amount_or_none(value: Any) -> Decimal | None:
+    """`to_amount`, with JSON null (absent) as None — never as zero."""
+    return None if value is None else to_amount(value)
 
 
 def _from_text(text: str) -> Decimal:
