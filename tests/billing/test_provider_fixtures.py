@@ -314,7 +314,7 @@ async def test_provider_fixture(path: Path, provider_id: str, case: dict[str, An
 
     auth = case.get("auth_header", {"Authorization": "Bearer {key}"})
     for name, template in (auth or {}).items():
-        want = str(template).replace("{key}", key)
+        want = None if template is None else str(template).replace("{key}", key)  # null: absent
         for r in server.requests:
             got = {k.lower(): v for k, v in r.headers.items()}.get(name.lower())
             assert got == want, f"{r.path}: header {name} is {got!r}, expected {want!r}"
