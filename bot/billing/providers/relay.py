@@ -1,11 +1,21 @@
-"""OpenAI-compatible relay sites (one-api, new-api, hosted resellers): one relay token's credit.
+"""OpenAI-compatible relay sites (one-api, new-api, done-hub/one-hub, Veloera, hosted
+resellers): one relay token's credit (docs/providers.md §relay).
 
-Attempts, in order (docs/providers.md §relay):
+Attempts, in order:
 
 1. new-api `GET /api/usage/token`: answers even for exhausted/expired tokens, in raw quota
    units converted with the site's public `GET /api/status` (`quota_per_unit`, display type).
+   one-api, done-hub/one-hub and Veloera have no such route (404 or the SPA page): the site
+   is remembered as lacking it.
 2. The legacy OpenAI pair `/v1/dashboard/billing/subscription` + `/usage`, then the same
    without `/v1`: total = `hard_limit_usd`, used = `total_usage / 100` (cents), 1e8 = unlimited.
+   On done-hub/one-hub (known from its public `/api/status`) an *unlimited* token answers
+   with the **account** wallet, without the 1e8 sentinel and without its expiry
+   (deanxv/done-hub controller/billing.go): the result says the figure may be the account's
+   and never claims "no expiry" there.
+3. new-api's `GET /v1/credits` (`credit_summary`: `total_granted/used/available`).
+4. `GET /v1/usage` in the cc-switch "usage script" shape (sub2api and relays that publish
+   for desktop tools), read by `_usage_script`.
 
 Relays refuse exhausted/expired tokens with 401 and a Chinese message; that is an answer
 about the key (state EXHAUSTED/EXPIRED), not a rejected key.
@@ -15,15 +25,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.billing.providers._families import RelayFamily, family_from_status
 from bot.billing.providers._openai_common import error_text, has_error_body
-from bot.billing.providers._parse import api_root, from_unix, is_bare_sk, to_decimal
+from bot.billing.providers._parse import (
+    amount_or_none,
+    api_root,
+    from_unix,
+    is_bare_sk,
+    to_decimal,
+)
+from bot.billing.providers._usage_script import looks_like_usage_script, read_usage_script
 from bot.billing.providers.base import FetchContext, HttpReply, Match, Provider
 
 #: `hard_limit_usd` at or above this is one-api/new-api's "unlimited token" sentinel.
@@ -114,7 +132,12 @@ class RelayProvider(Provider):
         try:
             return await self._legacy(ctx, root, headers)
         except BillingError as exc:
-            if exc.kind is ErrorKind.NO_BALANCE_API and deferred is not None:
+            if exc.kind is not ErrorKind.NO_BALANCE_API:
+                raise
+            other = await self._other_shapes(ctx, root, headers)
+            if other is not None:
+                return other
+            if deferred is not None:
                 raise deferred from None
             raise
 
@@ -134,6 +157,7 @@ class RelayProvider(Provider):
         reply = await ctx.http.get(f"{root}/api/status", headers=headers)
         reply.raise_for_common()
         payload = None if reply.status != 200 or reply.looks_html else reply.json_or_none()
+        _remember_family(ctx, root, payload)
         status = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(status, dict):
             # Without the site's unit we must not guess a money figure: show raw quota.
@@ -221,8 +245,75 @@ class RelayProvider(Provider):
             usage = _legacy_payload(usage_reply)
             if usage is None:
                 raise BillingError(ErrorKind.MALFORMED, "relay usage answer unusable")
-            return self._from_legacy(ctx, subscription, usage)
+            result = self._from_legacy(ctx, subscription, usage)
+            # Only a token without expiry can be done-hub's "unlimited = account wallet".
+            if result.never_expires and await self._family(ctx, root, headers) is (
+                RelayFamily.DONE_HUB
+            ):
+                return _done_hub(result)
+            return result
         raise BillingError(ErrorKind.NO_BALANCE_API, "this site has no balance endpoint")
+
+    async def _family(
+        self, ctx: FetchContext, root: str, headers: Mapping[str, str]
+    ) -> RelayFamily | None:
+        """The site's software from its /api/status (as `_site_units` asks it), remembered."""
+        known = ctx.memo.get(("relay:family", root))
+        if known is not None:
+            return RelayFamily(known) if known else None
+        reply = await ctx.http.get(f"{root}/api/status", headers=headers)
+        if reply.status == 429 or reply.status >= 500:
+            return None  # not now; ask again next time
+        payload = None if reply.status != 200 or reply.looks_html else reply.json_or_none()
+        _remember_family(ctx, root, payload)
+        return family_from_status(payload)
+
+    # -- new-api /v1/credits and the cc-switch usage shape ---------------------------------
+
+    async def _other_shapes(
+        self, ctx: FetchContext, root: str, headers: Mapping[str, str]
+    ) -> BalanceResult | None:
+        """The answers some sites give instead of the legacy pair; None if neither."""
+        if not ctx.memo.get(("relay:no-credits", root)):
+            reply = await ctx.http.get(f"{root}/v1/credits", headers=headers)
+            reply.raise_for_common()
+            payload = None if reply.status != 200 or reply.looks_html else reply.json_or_none()
+            summary = _credit_summary(payload)
+            if summary is not None:
+                return self._from_credits(ctx, summary)
+            if _route_missing(reply):
+                ctx.memo.put(("relay:no-credits", root), True)
+        reply = await ctx.http.get(f"{root}/v1/usage", headers=headers)
+        reply.raise_for_common()
+        payload = None if reply.status != 200 or reply.looks_html else reply.json_or_none()
+        if looks_like_usage_script(payload):
+            currency, extras = _legacy_currency(ctx.options)
+            extras["source"] = "usage_script"
+            return read_usage_script(
+                payload,
+                provider=self.id,
+                now=ctx.now,
+                default_currency=currency,
+                extras=extras,
+            )
+        return None
+
+    def _from_credits(self, ctx: FetchContext, summary: Mapping[str, Any]) -> BalanceResult:
+        remaining = amount_or_none(summary.get("total_available"))
+        if remaining is None:
+            raise BillingError(ErrorKind.MALFORMED, "credits without total_available")
+        currency, extras = _legacy_currency(ctx.options)
+        extras["source"] = "credits"
+        return BalanceResult(
+            provider=self.id,
+            kind=FigureKind.BALANCE,
+            currency=currency,
+            remaining=remaining,
+            total=amount_or_none(summary.get("total_granted")),
+            used=amount_or_none(summary.get("total_used")),
+            state=KeyState.EXHAUSTED if remaining <= 0 else KeyState.OK,
+            extras=extras,
+        )
 
     def _from_legacy(
         self, ctx: FetchContext, subscription: Mapping[str, Any], usage: Mapping[str, Any]
@@ -295,10 +386,33 @@ def _legacy_payload(reply: HttpReply) -> dict[str, Any] | None:
     payload = reply.json_or_none()
     if not isinstance(payload, dict):
         return None
-    if has_error_body(payload):
-        # one-api/new-api report internal errors as HTTP 200 {"error": …}: never a zero.
+    if has_error_body(payload) or (payload.get("success") is False and payload.get("message")):
+        # one-api/new-api report internal errors as HTTP 200 {"error": …}, done-hub as
+        # HTTP 200 {"success": false, "message": …}: never a zero.
         raise BillingError(ErrorKind.PROVIDER_ERROR, "relay returned an error", status=200)
     return payload
+
+
+def _remember_family(ctx: FetchContext, root: str, status_payload: Any) -> None:
+    family = family_from_status(status_payload)
+    ctx.memo.put(("relay:family", root), family.value if family else "")
+
+
+def _credit_summary(payload: Any) -> Mapping[str, Any] | None:
+    """new-api `/v1/credits`: the figures at the top or under `data` (versions differ)."""
+    if not isinstance(payload, dict) or has_error_body(payload):
+        return None
+    for candidate in (payload, payload.get("data")):
+        if isinstance(candidate, dict) and candidate.get("total_available") is not None:
+            return candidate
+    return None
+
+
+def _done_hub(result: BalanceResult) -> BalanceResult:
+    """done-hub/one-hub: an unlimited token answers with the account wallet and no expiry,
+    so the figure may be the account's, and `access_until: 0` is not "never expires"."""
+    extras = {**result.extras, "scope": "token_or_account", "family": "done-hub"}
+    return replace(result, never_expires=False, extras=extras)
 
 
 def _raise_if_state(reply: HttpReply) -> None:
