@@ -27,6 +27,7 @@ from bot.billing import detect as _detect
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.http import HttpClients, HttpOptions, ProviderHttpClient
 from bot.billing.models import CheckOutcome, KeyRequest
+from bot.billing.providers._families import RelayFamily
 from bot.billing.providers.base import FetchContext, Provider, SiteMemo
 from bot.billing.registry import default_registry
 from bot.billing.ssrf import validate_base_url
@@ -182,6 +183,22 @@ class BillingService:
     def detect(self, key: str, base_url: str | None = None) -> list[Provider]:
         """Candidate providers from the key's shape (see `bot.billing.detect`)."""
         return _detect.detect(key, base_url, self._registry.values())
+
+    async def detect_family(self, url: str) -> RelayFamily | None:
+        """Which relay software runs at a user's base URL, asked without any key, through
+        the SSRF-guarded client (contract: `bot.billing.detect.detect_family`). None when
+        nothing matches, the site is unreachable or it takes longer than a check may;
+        BillingError(URL_REFUSED) for a URL the guard refuses."""
+        base = self.validate_base_url(url)
+        host = _host_key(base, True)
+        await self._hosts.acquire(host, self._user_host_limit)
+        try:
+            async with asyncio.timeout(self._check_timeout):
+                return await _detect.detect_family(base, self._http.guarded)
+        except TimeoutError:
+            return None
+        finally:
+            self._hosts.release(host)
 
     def validate_base_url(self, url: str) -> str:
         """Canonical form of a user's base URL, or BillingError(URL_REFUSED).
