@@ -97,6 +97,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     from bot.alerts.outbox import OutboxService
     from bot.alerts.preferences import AlertPreferences
     from bot.alerts.sweep import AlertSweep
+    from bot.billing.registry import registry_for
     from bot.billing.service import BillingService
     from bot.services.account import AccountService
     from bot.services.adding import AddService
@@ -104,13 +105,16 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     from bot.services.flows import FlowStore
     from bot.services.history import HistoryService
 
+    registry = registry_for(settings)  # a broken PROVIDERS_FILE stops start-up here (exit 78)
     db = Database(settings.database_url, clock=clock)
     try:
         vault = await open_vault(settings, db)
     except BaseException:
         await db.dispose()
         raise
-    billing = BillingService(settings, clock=clock, on_check=metrics.observe_check)
+    billing = BillingService(
+        settings, registry=registry, clock=clock, on_check=metrics.observe_check
+    )
     keys = KeyService(db, vault)
     balances = BalanceService(db, keys, billing)
     flows = FlowStore(db, vault)

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     allow_private_base_urls: bool = False
     provider_base_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    providers_file: Path | None = None  # extra providers declared in YAML (bot.billing.declared)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"

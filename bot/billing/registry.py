@@ -1,4 +1,5 @@
-"""Provider discovery: every module in `bot.billing.providers` with a `PROVIDER` instance.
+"""Provider discovery: every module in `bot.billing.providers` with a `PROVIDER` instance,
+plus the operator's providers declared in `PROVIDERS_FILE` (`bot.billing.declared`).
 
 Adding a provider is adding one module; nothing else needs editing.
 """
@@ -9,9 +10,14 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Iterable, Iterator, Mapping
-from functools import cache
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.billing.providers.base import Provider
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +71,38 @@ def discover(package: str = _PACKAGE) -> ProviderRegistry:
 def default_registry() -> ProviderRegistry:
     """The process-wide registry of the bundled providers (imported once)."""
     return discover()
+
+
+def registry_for(settings: Settings) -> ProviderRegistry:
+    """The built-in providers plus those declared in `settings.providers_file`.
+
+    What the BillingService sees (app.build_services, `balance-bot check`). A broken file
+    raises ConfigError (exit 78) naming the entry. Loaded once per file and URL policy.
+    """
+    path = settings.providers_file
+    if path is None:
+        return default_registry()
+    return _with_declared(Path(path), settings.allow_private_base_urls)
+
+
+@lru_cache(maxsize=8)
+def _with_declared(path: Path, allow_private: bool) -> ProviderRegistry:
+    from bot.billing.declared import load_declared
+
+    builtins = default_registry()
+    declared = load_declared(path, builtin_ids=builtins, allow_private=allow_private)
+    for provider in declared:
+        _DECLARED_TITLES[provider.id] = provider.title
+    return ProviderRegistry([*builtins.values(), *declared])
+
+
+#: Titles of declared providers seen by this process, for displays that only know an id.
+_DECLARED_TITLES: dict[str, str] = {}
+
+
+def title_of(provider_id: str) -> str | None:
+    """A provider's display title: built-in, else declared (if loaded), else None."""
+    provider = default_registry().get(provider_id)
+    if provider is not None:
+        return provider.title
+    return _DECLARED_TITLES.get(provider_id)

@@ -29,7 +29,7 @@ from bot.billing.http import HttpClients, HttpOptions, ProviderHttpClient
 from bot.billing.models import CheckOutcome, KeyRequest
 from bot.billing.providers._families import RelayFamily
 from bot.billing.providers.base import FetchContext, Provider, SiteMemo
-from bot.billing.registry import default_registry
+from bot.billing.registry import registry_for
 from bot.billing.ssrf import validate_base_url
 from bot.clock import Clock, system_clock
 from bot.settings import Settings
@@ -130,7 +130,7 @@ class BillingService:
         on_check: CheckHook | None = None,
     ) -> None:
         self._settings = settings
-        self._registry = registry if registry is not None else default_registry()
+        self._registry = registry if registry is not None else registry_for(settings)
         self._now = clock  # business time: FetchContext.now and fetched_at
         self._timer: Timer = timer
         self._allow_private = settings.allow_private_base_urls
@@ -334,6 +334,8 @@ class BillingService:
             return override.rstrip("/"), self._http.trusted, False
         if provider.needs_base_url or not provider.default_base_url:
             raise BillingError(ErrorKind.URL_REFUSED, "this provider needs a base URL")
+        if provider.guarded:
+            return self.validate_base_url(provider.default_base_url), self._http.guarded, True
         return provider.default_base_url.rstrip("/"), self._http.trusted, False
 
     def _cache_key(self, req: KeyRequest) -> str:

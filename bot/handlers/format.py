@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.billing.errors import ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
-from bot.billing.registry import default_registry
+from bot.billing.registry import default_registry, title_of
 from bot.i18n import N_, Translator, translator
 from bot.services.balances import KeyReport
 
@@ -113,10 +113,10 @@ def zone(name: str | None) -> ZoneInfo:
 
 def provider_title(provider_id: str, t: Translator | None = None) -> str:
     """The provider's display name, translated where it has words (titles are msgids)."""
-    provider = default_registry().get(provider_id)
-    if provider is None:
+    title = title_of(provider_id)  # built-in, or declared in PROVIDERS_FILE
+    if title is None:
         return provider_id
-    return t(provider.title) if t is not None else provider.title
+    return t(title) if t is not None else title
 
 
 def utf16_len(text: str) -> int:

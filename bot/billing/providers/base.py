@@ -151,6 +151,9 @@ class Provider(ABC):
     kind: ClassVar[FigureKind] = FigureKind.BALANCE
     default_base_url: ClassVar[str | None] = None
     needs_base_url: ClassVar[bool] = False  # the user must give a base URL (relay)
+    #: Call even the default base URL through the SSRF-guarded client (declared providers:
+    #: their URL comes from a file, not from this code).
+    guarded: ClassVar[bool] = False
     order: ClassVar[int] = 100  # position in the provider buttons
     #: What this provider needs said in its own words (English msgids, translated by the
     #: UI): keyed by an ErrorKind value for a failure (e.g. "wrong_key_type": which key
