@@ -35,6 +35,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+#: The whole check, retries included, ends within this many seconds, so the command answers
+#: within 20 s even when a provider hangs (start-up and shutdown take the rest).
+CHECK_DEADLINE = 15.0
+TIMED_OUT = (
+    "The provider did not answer in time (it may be down or hanging); nothing was "
+    "changed. Try again later."
+)
+
 EXPLAIN: dict[ErrorKind, str] = {
     ErrorKind.KEY_REJECTED: "The provider rejected the key: it is wrong, revoked or its account "
     "is deactivated.",
@@ -104,7 +112,7 @@ async def run_check(
         return EXIT_USAGE
 
     owned = service is None
-    svc = service or BillingService(settings)
+    svc = service or BillingService(settings, check_timeout=CHECK_DEADLINE)
     try:
         try:
             provider = svc.provider(provider_id)
@@ -255,6 +263,8 @@ def format_result(result: BalanceResult, provider: Provider | None = None) -> li
 
 def format_error(error: BillingError, provider: Provider | None = None) -> list[str]:
     own = _explained(provider, error.kind.value)
+    if error.kind is ErrorKind.NETWORK and error.detail == "timed out":
+        own = TIMED_OUT
     lines = [f"error: {own or EXPLAIN.get(error.kind, 'The check failed.')}"]
     facts = [f"kind={error.kind.value}"]
     if error.detail:
