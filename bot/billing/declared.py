@@ -167,8 +167,9 @@ class DeclaredProvider(Provider):
                 raise BillingError(ErrorKind.MALFORMED, "currency is not a currency code")
             currency = raw_currency.upper()
         raw_unit = _at(payload, paths.get("unit"))
+        unit = None
         if raw_unit is not None:
-            currency, extras = unit_of(raw_unit, currency)
+            currency, unit, extras = unit_of(raw_unit, currency)
         expires_at = _expiry(_at(payload, paths.get("expiry")))
         state = KeyState.OK
         if expires_at is not None and expires_at <= ctx.now:
@@ -186,6 +187,7 @@ class DeclaredProvider(Provider):
             state=state,
             extras=extras,
             fetched_at=ctx.now,
+            unit=unit,
         )
 
     def _refusal(self, ctx: FetchContext, error: Any) -> BalanceResult:

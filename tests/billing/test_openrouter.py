@@ -73,3 +73,29 @@ async def test_expiry_is_parsed_and_future_key_is_ok() -> None:
     assert result.remaining == Decimal("2.5")
     assert result.never_expires is False
     assert "label" not in result.extras  # the label echoes part of the key
+
+
+@pytest.mark.parametrize(
+    ("reset", "now", "resets_at", "days"),
+    [
+        ("daily", datetime(2026, 12, 1, 22, 30, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC), 1),
+        ("weekly", datetime(2026, 12, 3, 9, tzinfo=UTC), datetime(2026, 12, 7, tzinfo=UTC), 7),
+        ("monthly", datetime(2026, 12, 31, 23, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC), 31),
+        ("monthly", datetime(2027, 2, 10, tzinfo=UTC), datetime(2027, 3, 1, tzinfo=UTC), 28),
+    ],
+)
+async def test_renewing_limit_is_a_window_ending_at_midnight_utc(
+    reset: str, now: datetime, resets_at: datetime, days: int
+) -> None:
+    """OpenRouter: "Resets happen automatically at midnight UTC, and weeks are Monday
+    through Sunday" — the window ends at the next such boundary."""
+    usage = {"daily": "usage_daily", "weekly": "usage_weekly", "monthly": "usage_monthly"}
+    data = {"limit": 10, "limit_remaining": 0, "limit_reset": reset, "usage": 50, usage[reset]: 12}
+    ctx = FetchContext(http=FakeHttp(data), key=Secret(KEY), base_url="https://openrouter.ai/api",
+                       now=now)  # fmt: skip
+    result = await PROVIDER.fetch(ctx)
+    (window,) = result.windows
+    assert (window.name, window.used, window.limit) == (reset, Decimal(12), Decimal(10))
+    assert window.resets_at == resets_at and window.period is not None
+    assert window.period.days == days
+    assert window.state.value == "exhausted" and result.state is KeyState.EXHAUSTED

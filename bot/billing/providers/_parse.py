@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import Window
 from bot.billing.providers.base import FetchContext, HttpReply
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "to_amount",
     "to_decimal",
     "unique_name",
+    "window",
 ]
 
 
@@ -85,6 +87,15 @@ def to_amount(value: Any) -> Decimal:
 def amount_or_none(value: Any) -> Decimal | None:
     """`to_amount`, with JSON null (absent) as None — never as zero."""
     return None if value is None else to_amount(value)
+
+
+def window(name: str, **fields: Any) -> Window:
+    """A `Window`, or MALFORMED when the provider's figures break its rules (negative,
+    over 100 %, …): hostile numbers never become a crash."""
+    try:
+        return Window(name, **fields)
+    except (ValueError, TypeError):
+        raise BillingError(ErrorKind.MALFORMED, "window figures out of range") from None
 
 
 def _from_text(text: str) -> Decimal:

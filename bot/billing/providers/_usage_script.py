@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit
 from bot.billing.providers._parse import amount_or_none
 
 FIELDS = ("isValid", "invalidMessage", "remaining", "unit", "total", "used", "planName", "extra")
@@ -36,12 +36,13 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _EXHAUSTED = ("额度已用尽", "已用尽", "已用完", "余额不足", "额度不足", "exhausted", "insufficient",
               "used up", "quota exceeded")  # fmt: skip
 _EXPIRED = ("已过期", "过期", "expired")
-#: Non-money units the UI knows by name; any other word is kept as the unit's label.
+#: Non-money units by the words relays use; any other word is kept as the unit's label.
 UNIT_WORDS = {
-    "tokens": "tokens", "token": "tokens",
-    "次": "requests", "requests": "requests", "request": "requests", "calls": "requests",
-    "points": "points", "point": "points", "积分": "points", "点": "points",
-    "characters": "characters", "chars": "characters", "字符": "characters",
+    "tokens": Unit.TOKENS, "token": Unit.TOKENS,
+    "次": Unit.REQUESTS, "requests": Unit.REQUESTS, "request": Unit.REQUESTS,
+    "calls": Unit.REQUESTS,
+    "points": Unit.POINTS, "point": Unit.POINTS, "积分": Unit.POINTS, "点": Unit.POINTS,
+    "characters": Unit.CHARACTERS, "chars": Unit.CHARACTERS, "字符": Unit.CHARACTERS,
 }  # fmt: skip
 
 
@@ -82,7 +83,7 @@ def read_usage_script(
     if others:
         out["other_plans"] = ", ".join(others)[:MAX_TEXT]
 
-    currency, unit_extras = unit_of(entry.get("unit"), default_currency)
+    currency, unit, unit_extras = unit_of(entry.get("unit"), default_currency)
     out.update(unit_extras)
     remaining = amount_or_none(entry.get("remaining"))
     total = amount_or_none(entry.get("total"))
@@ -105,22 +106,26 @@ def read_usage_script(
         state=state,
         extras=out,
         fetched_at=now,
+        unit=unit,
     )
 
 
-def unit_of(raw: Any, default_currency: str | None) -> tuple[str | None, dict[str, Any]]:
-    """(currency, extras) for a `unit` field: "USD" is money, "tokens"/"次" are not."""
+def unit_of(
+    raw: Any, default_currency: str | None
+) -> tuple[str | None, Unit | None, dict[str, Any]]:
+    """(currency, unit, extras) for a `unit` field: "USD" is money; "tokens", "次",
+    "积分" are counted units with no currency; another word is kept as a label only."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return default_currency, {}
+        return default_currency, None, {}
     if not isinstance(raw, str):
         raise BillingError(ErrorKind.MALFORMED, "unit is not text")
     word = raw.strip()
     if _CURRENCY.match(word.upper()) and word.isascii() and word.isalpha():
-        return word.upper(), {}
+        return word.upper(), None, {}
     known = UNIT_WORDS.get(word.lower())
-    if known:
-        return None, {"unit": known}
-    return None, {"unit_label": _text(word) or "?"}
+    if known is not None:
+        return None, known, {}
+    return None, None, {"unit_label": _text(word) or "?"}
 
 
 def state_from_message(text: str) -> KeyState | None:

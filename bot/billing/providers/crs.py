@@ -11,6 +11,9 @@ Costs are USD; a limit of 0 means "no limit".
 * With a total cost limit, that is the balance: limit − current total cost.
 * Without one the key has no money limit (unlimited); what it spent is still shown.
 * A daily cost limit reached means used up until the day turns (state EXHAUSTED).
+* Windows: the daily cost limit ("daily", reset time not published: it turns at midnight
+  in the server's configured time zone), the rate-limit window (`rateLimitWindow` minutes,
+  cost and/or request caps, ending at `windowEndTime` ms) and the weekly Opus cost limit.
 
 Refusals (401 `{error, message}`): "已过期" = expired, "已被禁用" / not found = rejected.
 """
@@ -18,18 +21,28 @@ Refusals (401 `{error, message}`): "已过期" = expired, "已被禁用" / not f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._parse import amount_or_none, api_root, from_iso, json_object, plain
+from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
+from bot.billing.providers._parse import (
+    amount_or_none,
+    api_root,
+    from_iso,
+    from_unix,
+    json_object,
+    plain,
+    to_amount,
+    window,
+)
 from bot.billing.providers._usage_script import state_from_message
 from bot.billing.providers.base import FetchContext, HttpReply, Match, Provider
 
 _MAX_TEXT = 100
 _ZERO = Decimal(0)
+_MAX_WINDOW_MINUTES = 60 * 24 * 31
 
 
 class CRSProvider(Provider):
@@ -107,6 +120,7 @@ class CRSProvider(Provider):
             state=state,
             extras=extras,
             fetched_at=ctx.now,
+            windows=_windows(limits),
         )
 
     def _refusal(self, ctx: FetchContext, reply: HttpReply) -> BalanceResult:
@@ -127,6 +141,68 @@ class CRSProvider(Provider):
         if reply.status == 404 or reply.looks_html:
             raise BillingError(ErrorKind.NO_BALANCE_API, "no CRS stats here", status=reply.status)
         raise BillingError(ErrorKind.PROVIDER_ERROR, f"HTTP {reply.status}", status=reply.status)
+
+
+def _windows(limits: Mapping[str, Any]) -> tuple[Window, ...]:
+    """Daily cost, the rate-limit window (cost and requests) and weekly Opus cost."""
+    out: list[Window] = []
+    daily = _limit(limits.get("dailyCostLimit"))
+    if daily is not None:
+        used = amount_or_none(limits.get("currentDailyCost"))
+        out.append(_window("daily", used, daily, Unit.MONEY, timedelta(days=1), None))
+    minutes = amount_or_none(limits.get("rateLimitWindow"))
+    if minutes is not None and 0 < minutes <= _MAX_WINDOW_MINUTES:
+        period = timedelta(minutes=int(minutes))
+        name = _window_name(int(minutes))
+        ends = _from_ms(limits.get("windowEndTime"))
+        cost_cap = _limit(limits.get("rateLimitCost"))
+        if cost_cap is not None:
+            used = amount_or_none(limits.get("currentWindowCost"))
+            out.append(_window(name, used, cost_cap, Unit.MONEY, period, ends))
+        request_cap = _limit(limits.get("rateLimitRequests"))
+        if request_cap is not None:
+            used = amount_or_none(limits.get("currentWindowRequests"))
+            out.append(_window(f"{name} requests", used, request_cap, Unit.REQUESTS, period, ends))
+    opus = _limit(limits.get("weeklyOpusCostLimit"))
+    if opus is not None:
+        used = amount_or_none(limits.get("weeklyOpusCost"))
+        out.append(_window("weekly Opus", used, opus, Unit.MONEY, timedelta(days=7), None))
+    return tuple(out)
+
+
+def _window(
+    name: str,
+    used: Decimal | None,
+    limit: Decimal,
+    unit: Unit,
+    period: timedelta,
+    resets_at: datetime | None,
+) -> Window:
+    full = used is not None and used >= limit
+    return window(
+        name,
+        used=used,
+        limit=limit,
+        unit=unit,
+        currency="USD" if unit is Unit.MONEY else None,
+        period=period,
+        resets_at=resets_at,
+        state=WindowState.EXHAUSTED if full else WindowState.OK,
+    )
+
+
+def _window_name(minutes: int) -> str:
+    """ "5h" for 300 minutes, "90m" for 90: the name users know the window by."""
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+
+
+def _from_ms(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return from_unix(to_amount(value).scaleb(-3))
+    except BillingError:
+        return None
 
 
 def _site_root(base_url: str) -> str:

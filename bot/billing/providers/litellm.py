@@ -8,7 +8,8 @@ fields at the top level — both are read. Money is USD.
 
 * `max_budget: null` means the key has no budget: unlimited, only the spend is shown.
 * With a budget, what is left is `max_budget − spend`; a budget with `budget_duration`
-  starts afresh at `budget_reset_at`.
+  starts afresh at `budget_reset_at`, so it is also a window ("monthly" for "30d"/"1mo",
+  "weekly", "daily", else the duration's own text).
 * `expires: null` means the key never expires; a past `expires` is EXPIRED.
 * A team key may be capped by the team's budget too; that needs `/team/info` and an admin
   view, so it is not read (the key's own budget is what is shown).
@@ -19,14 +20,15 @@ Refusals are `{"error": {"message", "type", "code"}}`: auth errors are the key, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
 from bot.billing.providers._openai_common import error_text
-from bot.billing.providers._parse import amount_or_none, api_root, from_iso, json_object
+from bot.billing.providers._parse import amount_or_none, api_root, from_iso, json_object, window
 from bot.billing.providers.base import FetchContext, HttpReply, Provider
 
 _INFO_FIELDS = ("spend", "max_budget", "expires", "budget_reset_at", "key_alias", "key_name")
@@ -79,6 +81,23 @@ class LiteLLMProvider(Provider):
             state = KeyState.EXPIRED
         elif remaining is not None and remaining <= 0:
             state = KeyState.EXHAUSTED
+        windows: tuple[Window, ...] = ()
+        period = _duration(duration)
+        if budget is not None and budget > 0 and (period is not None or resets_at is not None):
+            # A budget that starts afresh is a window (monthly, weekly, … or "30d").
+            full = spend is not None and spend >= budget
+            windows = (
+                window(
+                    _window_name(duration, period),
+                    used=spend,
+                    limit=budget,
+                    unit=Unit.MONEY,
+                    currency="USD",
+                    period=period,
+                    resets_at=resets_at,
+                    state=WindowState.EXHAUSTED if full else WindowState.OK,
+                ),
+            )
         return BalanceResult(
             provider=self.id,
             kind=FigureKind.BALANCE,
@@ -92,6 +111,7 @@ class LiteLLMProvider(Provider):
             state=state,
             extras=extras,
             fetched_at=ctx.now,
+            windows=windows,
         )
 
     def _refusal(self, ctx: FetchContext, reply: HttpReply) -> BalanceResult:
@@ -117,6 +137,30 @@ def _state(provider: str, ctx: FetchContext, state: KeyState) -> BalanceResult:
         extras={"source": "refusal"},
         fetched_at=ctx.now,
     )
+
+
+_DURATION = re.compile(r"^(\d{1,4})(s|m|h|d|w|mo)$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "mo": 2592000}
+_NAMES = {86400: "daily", 604800: "weekly", 2592000: "monthly"}
+
+
+def _duration(value: Any) -> timedelta | None:
+    """LiteLLM's `budget_duration` ("30s", "30m", "30h", "30d", "1mo") as a length."""
+    if not isinstance(value, str):
+        return None
+    match = _DURATION.match(value.strip().lower())
+    if not match or int(match[1]) == 0:
+        return None
+    return timedelta(seconds=int(match[1]) * _SECONDS[match[2]])
+
+
+def _window_name(duration: Any, period: timedelta | None) -> str:
+    """ "daily" / "weekly" / "monthly" when the budget is one; else its own text ("10d")."""
+    if period is not None and int(period.total_seconds()) in _NAMES:
+        return _NAMES[int(period.total_seconds())]
+    if isinstance(duration, str) and duration.strip():
+        return duration.strip()[:20]
+    return "budget"
 
 
 def _when(value: Any) -> datetime | None:

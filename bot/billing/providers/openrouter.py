@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
 from bot.billing.providers._parse import (
     api_root,
     from_iso,
@@ -27,6 +28,7 @@ from bot.billing.providers._parse import (
     plain,
     raise_for_status,
     to_decimal,
+    window,
 )
 from bot.billing.providers.base import FetchContext, HttpReply, Match, Provider
 
@@ -70,10 +72,12 @@ class OpenRouterProvider(Provider):
         total = None if unlimited else to_decimal(data["limit"])
         remaining = None if unlimited else _optional(data.get("limit_remaining"))
         reset = data.get("limit_reset")
+        windows: tuple[Window, ...] = ()
         if not unlimited and isinstance(reset, str) and reset in _PERIOD_USAGE:
             # The limit renews every period: "used" must be the period's usage to match it.
             extras["limit_reset"] = reset
             used = _optional(data.get(_PERIOD_USAGE[reset]))
+            windows = (_limit_window(reset, used, total, ctx.now),)
         else:
             used = all_time
 
@@ -95,6 +99,7 @@ class OpenRouterProvider(Provider):
             state=state,
             extras=extras,
             fetched_at=ctx.now,
+            windows=windows,
         )
 
     async def _account_result(
@@ -122,6 +127,32 @@ class OpenRouterProvider(Provider):
             extras={"scope": "account", "management_key": True},
             fetched_at=ctx.now,
         )
+
+
+def _limit_window(reset: str, used: Decimal | None, limit: Decimal | None, now: datetime) -> Window:
+    """The key's renewing limit as a window. OpenRouter resets "automatically at midnight
+    UTC, and weeks are Monday through Sunday" (SDK docs, CreateKeysLimitReset); a monthly
+    limit is taken to renew on the 1st (calendar month, UTC)."""
+    today = datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
+    if reset == "daily":
+        start, end = today, today + timedelta(days=1)
+    elif reset == "weekly":
+        start = today - timedelta(days=today.weekday())
+        end = start + timedelta(days=7)
+    else:
+        start = today.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    full = used is not None and limit is not None and used >= limit
+    return window(
+        reset,
+        used=used,
+        limit=limit,
+        unit=Unit.MONEY,
+        currency="USD",
+        resets_at=end,
+        period=end - start,
+        state=WindowState.EXHAUSTED if full else WindowState.OK,
+    )
 
 
 def _api_base(base_url: str) -> str:

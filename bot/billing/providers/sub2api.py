@@ -24,13 +24,14 @@ refusals are answers about the key, not errors.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._parse import amount_or_none, api_root, from_iso
+from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
+from bot.billing.providers._parse import amount_or_none, api_root, from_iso, window
 from bot.billing.providers._usage_script import (
     looks_like_usage_script,
     read_usage_script,
@@ -44,6 +45,13 @@ _EXPIRED_CODES = frozenset(
     {"API_KEY_EXPIRED", "SUBSCRIPTION_EXPIRED", "SUBSCRIPTION_NOT_FOUND", "SUBSCRIPTION_INVALID"}
 )
 _KEY_STATUS = {"quota_exhausted": KeyState.EXHAUSTED, "expired": KeyState.EXPIRED}
+#: Subscription windows (daily/weekly/monthly USD limits) and their lengths; sub2api's
+#: windows start with the first use and last a day, a week and 30 days.
+_PLAN_WINDOWS = (("daily", timedelta(days=1)), ("weekly", timedelta(days=7)),
+                 ("monthly", timedelta(days=30)))  # fmt: skip
+#: A key's own rate-limit windows (newer builds' `rate_limits[].window`).
+_KEY_WINDOWS = {"5h": ("5h", timedelta(hours=5)), "1d": ("daily", timedelta(days=1)),
+                "7d": ("weekly", timedelta(days=7))}  # fmt: skip
 _MIN_YEAR = 1971  # Go's zero time (0001-01-01) means "not set"
 
 
@@ -100,6 +108,7 @@ class Sub2APIProvider(Provider):
             state=state,
             extras=extras,
             fetched_at=ctx.now,
+            windows=_rate_limit_windows(payload.get("rate_limits")),
         )
 
     def _refusal(self, ctx: FetchContext, reply: HttpReply) -> BalanceResult:
@@ -138,25 +147,70 @@ def _with_details(
     subscription = payload.get("subscription")
     expires_at = result.expires_at
     state = result.state
+    windows: tuple[Window, ...] = ()
     if isinstance(subscription, dict):
         extras["scope"] = "subscription"
         expires_at = _when(subscription.get("expires_at")) or expires_at
         if expires_at is not None and expires_at <= now:
             state = KeyState.EXPIRED
+        windows = _plan_windows(subscription)
     elif payload.get("planName") == "钱包余额" or payload.get("balance") is not None:
         extras["scope"] = "wallet"
-    return BalanceResult(
-        provider=result.provider,
-        kind=result.kind,
-        currency=result.currency,
-        remaining=result.remaining,
-        total=result.total,
-        used=result.used,
-        unlimited=result.unlimited,
-        expires_at=expires_at,
-        state=state,
-        extras=extras,
-        fetched_at=result.fetched_at,
+    return replace(result, expires_at=expires_at, state=state, extras=extras, windows=windows)
+
+
+def _plan_windows(subscription: Mapping[str, Any]) -> tuple[Window, ...]:
+    """A subscription's daily/weekly/monthly USD limits (0 or absent = no such limit).
+
+    The usage is what sub2api itself counts and enforces: its auth middleware resets an
+    expired window before answering, so the figure is the current window's.
+    """
+    out: list[Window] = []
+    for name, period in _PLAN_WINDOWS:
+        limit = amount_or_none(subscription.get(f"{name}_limit_usd"))
+        if limit is None or limit <= 0:
+            continue
+        used = amount_or_none(subscription.get(f"{name}_usage_usd"))
+        start = _when(subscription.get(f"{name}_window_start"))
+        out.append(_money_window(name, used, limit, period, start + period if start else None))
+    return tuple(out)
+
+
+def _rate_limit_windows(raw: Any) -> tuple[Window, ...]:
+    """A key's own 5h / 1d / 7d USD limits (newer builds' `rate_limits`)."""
+    if not isinstance(raw, list):
+        return ()
+    out: list[Window] = []
+    for item in raw[:6]:
+        if not isinstance(item, dict) or item.get("window") not in _KEY_WINDOWS:
+            continue
+        name, period = _KEY_WINDOWS[item["window"]]
+        limit = amount_or_none(item.get("limit"))
+        if limit is None or limit <= 0 or any(w.name == name for w in out):
+            continue
+        resets_at = _when(item.get("reset_at"))
+        used = amount_or_none(item.get("used"))
+        out.append(_money_window(name, used, limit, period, resets_at))
+    return tuple(out)
+
+
+def _money_window(
+    name: str,
+    used: Decimal | None,
+    limit: Decimal,
+    period: timedelta,
+    resets_at: datetime | None,
+) -> Window:
+    full = used is not None and used >= limit
+    return window(
+        name,
+        used=used,
+        limit=limit,
+        unit=Unit.MONEY,
+        currency="USD",
+        period=period,
+        resets_at=resets_at,
+        state=WindowState.EXHAUSTED if full else WindowState.OK,
     )
 
 
