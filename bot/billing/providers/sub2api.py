@@ -182,9 +182,10 @@ def _rate_limit_windows(raw: Any) -> tuple[Window, ...]:
         return ()
     out: list[Window] = []
     for item in raw[:6]:
-        if not isinstance(item, dict) or item.get("window") not in _KEY_WINDOWS:
+        key = item.get("window") if isinstance(item, dict) else None
+        if not isinstance(key, str) or key not in _KEY_WINDOWS:
             continue
-        name, period = _KEY_WINDOWS[item["window"]]
+        name, period = _KEY_WINDOWS[key]
         limit = amount_or_none(item.get("limit"))
         if limit is None or limit <= 0 or any(w.name == name for w in out):
             continue
