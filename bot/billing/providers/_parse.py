@@ -26,6 +26,7 @@ __all__ = [
     "from_iso",
     "from_unix",
     "from_unix_ms",
+    "in_range",
     "is_bare_sk",
     "json_object",
     "percent",
@@ -70,18 +71,26 @@ def to_amount(value: Any) -> Decimal:
     """`to_decimal`, bounded: |x| < 10^15, at most 30 significant digits, nothing finer
     than 10^-18. `1E+40`, `9E+999999` and 60-digit numbers are MALFORMED, never a figure."""
     result = to_decimal(value)
-    if result.is_zero():
-        return result
-    normal = result.normalize()
-    _sign, digits, exponent = normal.as_tuple()
-    if (
-        abs(normal) >= MAX_MAGNITUDE
-        or len(digits) > MAX_DIGITS
-        or not isinstance(exponent, int)
-        or exponent < MIN_EXPONENT
-    ):
+    if not in_range(result):
         raise BillingError(ErrorKind.MALFORMED, "amount out of range")
     return result
+
+
+def in_range(value: Decimal, magnitude: Decimal = MAX_MAGNITUDE) -> bool:
+    """Whether a figure is one we can show and store: finite, |x| < `magnitude`, at most
+    30 significant digits, nothing finer than 10^-18."""
+    if not value.is_finite():
+        return False
+    if value.is_zero():
+        return True
+    normal = value.normalize()
+    _sign, digits, exponent = normal.as_tuple()
+    return (
+        abs(normal) < magnitude
+        and len(digits) <= MAX_DIGITS
+        and isinstance(exponent, int)
+        and exponent >= MIN_EXPONENT
+    )
 
 
 def amount_or_none(value: Any) -> Decimal | None:
