@@ -34,7 +34,6 @@ __all__ = [
     "plain",
     "raise_for_status",
     "short_text",
-    "to_amount",
     "to_decimal",
     "unique_name",
     "window",
@@ -60,42 +59,15 @@ def to_decimal(value: Any) -> Decimal:
     return result
 
 
-#: Bounds for a figure from a provider (money, points, characters): far beyond any real
-#: balance, far below what breaks formatting (28-digit Decimal context) or storage.
-MAX_MAGNITUDE = Decimal(10) ** 15
-MAX_DIGITS = 30
-MIN_EXPONENT = -18
-
-
-def to_amount(value: Any) -> Decimal:
-    """`to_decimal`, bounded: |x| < 10^15, at most 30 significant digits, nothing finer
-    than 10^-18. `1E+40`, `9E+999999` and 60-digit numbers are MALFORMED, never a figure."""
-    result = to_decimal(value)
-    if not in_range(result):
-        raise BillingError(ErrorKind.MALFORMED, "amount out of range")
-    return result
-
-
-def in_range(value: Decimal, magnitude: Decimal = MAX_MAGNITUDE) -> bool:
-    """Whether a figure is one we can show and store: finite, |x| < `magnitude`, at most
-    30 significant digits, nothing finer than 10^-18."""
-    if not value.is_finite():
-        return False
-    if value.is_zero():
-        return True
-    normal = value.normalize()
-    _sign, digits, exponent = normal.as_tuple()
-    return (
-        abs(normal) < magnitude
-        and len(digits) <= MAX_DIGITS
-        and isinstance(exponent, int)
-        and exponent >= MIN_EXPONENT
-    )
+def in_range(value: Decimal, magnitude: Decimal) -> bool:
+    """Whether a computed figure can be shown and stored: finite and |x| < `magnitude`
+    (formatting quantizes in a 28-digit context; 1E+40 would break it)."""
+    return value.is_finite() and abs(value) < magnitude
 
 
 def amount_or_none(value: Any) -> Decimal | None:
-    """`to_amount`, with JSON null (absent) as None — never as zero."""
-    return None if value is None else to_amount(value)
+    """`amount`, with JSON null (absent) as None — never as zero."""
+    return None if value is None else amount(value)
 
 
 def window(name: str, **fields: Any) -> Window:

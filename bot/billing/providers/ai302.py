@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
 from bot.billing.providers._openai_common import error_text
-from bot.billing.providers._parse import amount_or_none, api_root, json_object, to_amount
+from bot.billing.providers._parse import amount, amount_or_none, api_root, json_object
 from bot.billing.providers.base import FetchContext, HttpReply, Match, Provider
 from bot.i18n import N_
 
@@ -60,7 +60,7 @@ class AI302Provider(Provider):
         figures = _figures(body)
         if figures is None:
             raise _error_in_body(body, reply)
-        remaining = to_amount(figures["balance"])
+        remaining = amount(figures["balance"])
         total = amount_or_none(figures.get("total"))
         used = amount_or_none(figures.get("used"))
         return BalanceResult(

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._parse import amount_or_none, json_object, raise_for_status, to_amount
+from bot.billing.providers._parse import amount, amount_or_none, json_object, raise_for_status
 from bot.billing.providers.base import FetchContext, HttpReply, Provider
 from bot.i18n import N_
 
@@ -57,7 +57,7 @@ class AIHubMixProvider(Provider):
         data = body.get("data")
         if not isinstance(data, dict) or data.get("quota") is None:
             raise BillingError(ErrorKind.MALFORMED, "no quota", status=reply.status)
-        remaining = to_amount(data["quota"]) / QUOTA_PER_USD
+        remaining = amount(data["quota"]) / QUOTA_PER_USD
         used_raw = amount_or_none(data.get("used_quota"))
         used = None if used_raw is None else used_raw / QUOTA_PER_USD
         extras: dict[str, Any] = {}

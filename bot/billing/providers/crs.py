@@ -28,13 +28,13 @@ from typing import Any
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
 from bot.billing.providers._parse import (
+    amount,
     amount_or_none,
     api_root,
     from_iso,
     from_unix,
     json_object,
     plain,
-    to_amount,
     window,
 )
 from bot.billing.providers._usage_script import state_from_message
@@ -200,7 +200,7 @@ def _from_ms(value: Any) -> datetime | None:
     if value is None:
         return None
     try:
-        return from_unix(to_amount(value).scaleb(-3))
+        return from_unix(amount(value).scaleb(-3))
     except BillingError:
         return None
 

@@ -15,7 +15,7 @@ from typing import Any
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
 from bot.billing.providers._openai_common import error_text
-from bot.billing.providers._parse import json_object, plain, raise_for_status, to_amount
+from bot.billing.providers._parse import amount, json_object, plain, raise_for_status
 from bot.billing.providers.base import FetchContext, HttpReply, Provider
 
 _AUTH_WORDS = ("api key", "apikey", "unauthori", "invalid key", "authenticat", "forbidden")
@@ -40,10 +40,10 @@ class NanoGPTProvider(Provider):
             if body.get("error"):
                 raise _bad_request(reply)
             raise BillingError(ErrorKind.MALFORMED, "no usd_balance", status=reply.status)
-        remaining = to_amount(body["usd_balance"])
+        remaining = amount(body["usd_balance"])
         extras: dict[str, Any] = {}
         if body.get("nano_balance") is not None:
-            extras["nano_balance_xno"] = plain(to_amount(body["nano_balance"]))
+            extras["nano_balance_xno"] = plain(amount(body["nano_balance"]))
         return BalanceResult(
             provider=self.id,
             kind=FigureKind.BALANCE,

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
-from bot.billing.providers._parse import json_object, raise_for_status, to_amount
+from bot.billing.providers._parse import amount, json_object, raise_for_status
 from bot.billing.providers.base import FetchContext, Match, Provider
 from bot.i18n import N_
 
@@ -74,7 +74,7 @@ class XAIProvider(Provider):
         cents = total.get("val") if isinstance(total, dict) else None
         if cents is None:
             raise BillingError(ErrorKind.MALFORMED, "no total", status=balance.status)
-        remaining = -to_amount(cents).scaleb(-2)  # inverted ledger, cents → USD
+        remaining = -amount(cents).scaleb(-2)  # inverted ledger, cents → USD
         return BalanceResult(
             provider=self.id,
             kind=FigureKind.BALANCE,
