@@ -28,12 +28,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from telegram import Update
 
     from bot.app import build_application, build_services, check_token, close_services
+    from bot.billing.registry import registry_for
 
     settings.require_token()
 
     async def prepare() -> None:
-        # The token first (getMe, nothing touched yet): a rejected token is one line here,
+        # A broken PROVIDERS_FILE is a local mistake: one line, exit 78, before anything.
+        # Then the token (getMe, nothing touched yet): a rejected token is one line here,
         # not PTB's bootstrap traceback. Then migrate + master key checks.
+        registry_for(settings)
         await check_token(settings)
         await close_services(await build_services(settings))
 
