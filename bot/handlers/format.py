@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.billing.errors import ErrorKind
@@ -85,7 +85,6 @@ T_WINDOW_USED = N_("{name}: used {used}")
 T_WINDOW_UNLIMITED = N_("{name}: unlimited")
 T_WINDOW_EXHAUSTED = N_("{name}: used up")
 T_WINDOW_UNKNOWN = N_("{name}: no figures")
-T_WINDOW_RESETS = N_("resets {when}")
 
 #: Window ids adapters use for common periods → the words shown (translated).
 WINDOW_NAMES: dict[str, str] = {
@@ -378,12 +377,32 @@ def detail_lines(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translat
 
 
 # -- plan windows -------------------------------------------------------------------------
-# A plain line per window; bars, pace and relative reset times belong to the window UI.
+# One short line per window: "5-hour ▓▓▓▓░░░░ 52 % · resets 14:20, in 2 h 10 min".
+
+BAR_CELLS = 8
+BAR_FULL, BAR_EMPTY = "▓", "░"
+#: Ahead of pace: used at least this many points more than the share of the window gone.
+PACE_MARGIN = Decimal(10)
+
+T_WINDOW_BAR = N_("{name} {bar} {pct} %")
+T_WINDOW_BAR_UP = N_("{name} {bar} used up")
+T_WINDOW_RESETS_AT = N_("resets {when}, in {left}")
+T_WINDOW_RESET_PASSED = N_("reset {when}, figure is from before")
+T_WINDOW_AHEAD = N_("⚡ ahead of pace: {pct} % of the time gone")
+T_TOMORROW_AT = N_("tomorrow {time}")
+T_IN_MINUTES = N_("{m} min")
+T_IN_HOURS = N_("{h} h {m} min")
+T_IN_HOURS_ONLY = N_("{h} h")
+T_IN_DAYS = N_("{d} d {h} h")
+T_IN_DAYS_ONLY = N_("{d} d")
+WEEKDAYS = (N_("Mon"), N_("Tue"), N_("Wed"), N_("Thu"), N_("Fri"), N_("Sat"), N_("Sun"))
 
 
-def window_name(window: Window, t: Translator) -> str:
-    known = WINDOW_NAMES.get(window.name)
-    return t(known) if known is not None else html.escape(window.name)
+def window_name(window: Window | str, t: Translator) -> str:
+    """The window's words ("5-hour", translated) or the provider's own name, escaped."""
+    name = window if isinstance(window, str) else window.name
+    known = WINDOW_NAMES.get(name)
+    return t(known) if known is not None else html.escape(name)
 
 
 def binding_window(result: BalanceResult) -> Window | None:
@@ -414,7 +433,7 @@ def window_figure(window: Window, t: Translator) -> str:
     pct = window.percent_used
     if pct is None:
         return t(T_WINDOW_UNKNOWN, name=name)
-    return t(T_WINDOW_PCT, name=name, pct=pct.quantize(Decimal(1), rounding=ROUND_DOWN))
+    return t(T_WINDOW_PCT, name=name, pct=whole_pct(pct))
 
 
 def quantity(value: Decimal, window: Window, t: Translator) -> str:
@@ -425,12 +444,106 @@ def quantity(value: Decimal, window: Window, t: Translator) -> str:
     return money(value, None, t, unit=window.unit.value)
 
 
+def whole_pct(pct: Decimal) -> str:
+    """Whole percent, rounded down: 99.9 % is not "100 %" until the window is full."""
+    return str(int(max(Decimal(0), min(Decimal(100), pct))))
+
+
+def bar(pct: Decimal) -> str:
+    """`▓▓▓▓░░░░`: a started window shows one cell, a window not yet full never all."""
+    cells = int(pct * BAR_CELLS / 100)
+    if pct > 0:
+        cells = max(1, cells)
+    if pct < 100:
+        cells = min(BAR_CELLS - 1, cells)
+    cells = max(0, min(BAR_CELLS, cells))
+    return BAR_FULL * cells + BAR_EMPTY * (BAR_CELLS - cells)
+
+
+def duration(delta_seconds: float, t: Translator) -> str:
+    """`2 h 10 min`, `45 min`, `3 d 4 h`: how long until something, rounded up to a minute."""
+    minutes = max(1, int(-(-delta_seconds // 60)))
+    if minutes < 60:
+        return t(T_IN_MINUTES, m=minutes)
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return t(T_IN_HOURS, h=hours, m=minutes) if minutes else t(T_IN_HOURS_ONLY, h=hours)
+    days, hours = divmod(hours, 24)
+    return t(T_IN_DAYS, d=days, h=hours) if hours else t(T_IN_DAYS_ONLY, d=days)
+
+
+def clock_time(when: datetime, now: datetime, tz: ZoneInfo, t: Translator) -> str:
+    """`14:20` today, `tomorrow 09:00`, `Fri 09:00` within a week, else the date."""
+    local = when.astimezone(tz)
+    days = (local.date() - now.astimezone(tz).date()).days
+    hhmm = local.strftime("%H:%M")
+    if days == 0:
+        return hhmm
+    if days == 1:
+        return t(T_TOMORROW_AT, time=hhmm)
+    if 1 < days < 7:
+        return f"{t(WEEKDAYS[local.weekday()])} {hhmm}"
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def reset_text(window: Window, now: datetime, tz: ZoneInfo, t: Translator) -> str | None:
+    """`resets 14:20, in 2 h 10 min`; a reset already past says the figure predates it."""
+    at = window.resets_at
+    if at is None or window.state is WindowState.UNLIMITED:
+        return None
+    when = clock_time(at, now, tz, t)
+    if at <= now:
+        return t(T_WINDOW_RESET_PASSED, when=when)
+    return t(T_WINDOW_RESETS_AT, when=when, left=duration((at - now).total_seconds(), t))
+
+
+def time_gone_pct(window: Window, now: datetime) -> Decimal | None:
+    """Share of the window's time already gone (0–100), or None without a known period."""
+    if window.period is None or window.resets_at is None or window.resets_at <= now:
+        return None
+    left = (window.resets_at - now).total_seconds() / window.period.total_seconds()
+    if left > 1:  # the provider's figures disagree: no pace rather than a wrong one
+        return None
+    return Decimal(str(round((1 - left) * 100, 1)))
+
+
+def ahead_of_pace(window: Window, now: datetime) -> Decimal | None:
+    """The share of time gone when usage runs clearly ahead of it, else None.
+
+    Needs the window's length: without `period` nothing is claimed.
+    """
+    pct = window.percent_used
+    gone = time_gone_pct(window, now)
+    if pct is None or gone is None or window.state is not WindowState.OK or pct >= 100:
+        return None
+    return gone if pct >= gone + PACE_MARGIN else None
+
+
 def window_line(window: Window, now: datetime, tz: ZoneInfo, t: Translator) -> str:
-    line = window_figure(window, t)
-    if window.resets_at is not None and window.state is not WindowState.UNLIMITED:
-        when = window.resets_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        line += " · " + t(T_WINDOW_RESETS, when=when)
-    return line
+    """`5-hour ▓▓▓▓░░░░ 52 % · 96 requests left · resets 14:20, in 2 h 10 min`."""
+    name = window_name(window, t)
+    pct = window.percent_used
+    if window.state is WindowState.UNLIMITED:
+        return t(T_WINDOW_UNLIMITED, name=name)
+    if window.state is WindowState.EXHAUSTED:
+        parts = [t(T_WINDOW_BAR_UP, name=name, bar=bar(Decimal(100)))]
+    elif pct is None:
+        if window.used is None:
+            parts = [t(T_WINDOW_UNKNOWN, name=name)]
+        else:
+            parts = [window_figure(window, t)]
+    else:
+        parts = [t(T_WINDOW_BAR, name=name, bar=bar(pct), pct=whole_pct(pct))]
+        left = window.remaining
+        if left is not None and window.unit is not Unit.PERCENT:
+            parts.append(t(T_LEFT, amount=quantity(left, window, t)))
+    reset = reset_text(window, now, tz, t)
+    if reset is not None:
+        parts.append(reset)
+    gone = ahead_of_pace(window, now)
+    if gone is not None:
+        parts.append(t(T_WINDOW_AHEAD, pct=whole_pct(gone)))
+    return " · ".join(parts)
 
 
 # -- one key ------------------------------------------------------------------------------

@@ -238,8 +238,8 @@ def test_quota_result_shows_its_windows_not_a_missing_balance() -> None:
     )  # fmt: skip
     lines = fmt.detail_lines(quota, NOW, tz, EN)
     assert lines == [
-        "5-hour: 52 % used · resets 2026-11-24 14:20",
-        "weekly: used 30 requests of 120 requests",
+        "5-hour ▓▓▓▓░░░░ 52 % · resets 14:20, in 9 h 50 min",
+        "weekly ▓▓░░░░░░ 25 % · 90 requests left",
         "glm-4.6: unlimited",
     ]
     assert all("no figures" not in line for line in lines)
@@ -260,7 +260,7 @@ def test_quota_result_shows_its_windows_not_a_missing_balance() -> None:
         "no figures from the provider"
     ]
     evil = result(kind=FigureKind.QUOTA, windows=[Window("<b>x", used_pct=Decimal(1))])
-    assert fmt.detail_lines(evil, NOW, tz, EN) == ["&lt;b&gt;x: 1 % used"]
+    assert fmt.detail_lines(evil, NOW, tz, EN) == ["&lt;b&gt;x ▓░░░░░░░ 1 %"]
 
 
 def test_money_with_windows_keeps_the_money_line_first() -> None:
@@ -269,7 +269,7 @@ def test_money_with_windows_keeps_the_money_line_first() -> None:
     both = result(provider="zhipu", remaining=Decimal("12.3"), currency="CNY",
                   windows=[Window("5h", used_pct=Decimal(10))])  # fmt: skip
     lines = fmt.detail_lines(both, NOW, fmt.zone("UTC"), EN)
-    assert lines == ["<b>¥12.30</b> left", "5-hour: 10 % used"]
+    assert lines == ["<b>¥12.30</b> left", "5-hour ▓░░░░░░░ 10 %"]
     assert fmt.short_figure(both, EN) == "¥12.30"
 
 
@@ -278,3 +278,79 @@ def test_wrong_key_type_uses_the_providers_own_words() -> None:
     assert "billing read permission" in fal
     assert "fal" in fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, ZH, "fal")
     assert fal != fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, EN, "poe")  # poe: generic
+
+
+# -- the window line: bar, what is left, reset in the user's zone, pace -----------------------
+
+
+def test_window_line_bar_reset_and_relative_time() -> None:
+    from bot.billing.models import Window, WindowState
+
+    tz = fmt.zone("Asia/Shanghai")  # NOW is 04:30 there
+    five = timedelta(hours=5)
+    w = Window("5h", used_pct=Decimal("52.9"), resets_at=NOW + timedelta(hours=2, minutes=10),
+               period=five)  # fmt: skip
+    assert fmt.window_line(w, NOW, tz, EN) == "5-hour ▓▓▓▓░░░░ 52 % · resets 06:40, in 2 h 10 min"
+    zh = "5 小时 ▓▓▓▓░░░░ 已用 52 % · 06:40 重置，还有 2 小时 10 分钟"
+    assert fmt.window_line(w, NOW, tz, ZH) == zh
+    counted = Window("weekly", used=Decimal(30), limit=Decimal(120), unit="requests",
+                     resets_at=NOW + timedelta(days=3, hours=1),
+                     period=timedelta(days=7))  # fmt: skip
+    # 2026-11-27 05:30 in Shanghai is a Friday; three days ahead shows the weekday
+    assert fmt.window_line(counted, NOW, tz, EN) == (
+        "weekly ▓▓░░░░░░ 25 % · 90 requests left · resets Fri 05:30, in 3 d 1 h"
+    )
+    assert "周五 05:30" in fmt.window_line(counted, NOW, tz, ZH)
+    tomorrow = Window("daily", used=Decimal(1), limit=Decimal(4), unit="money", currency="USD",
+                      resets_at=NOW + timedelta(hours=20))  # fmt: skip
+    assert fmt.window_line(tomorrow, NOW, tz, EN) == (
+        "daily ▓▓░░░░░░ 25 % · $3.00 left · resets tomorrow 00:30, in 20 h"
+    )
+    far = Window("monthly", used_pct=Decimal(1), resets_at=NOW + timedelta(days=20))
+    assert "resets 2026-12-14 04:30, in 20 d" in fmt.window_line(far, NOW, tz, EN)
+    up = Window("5h", state=WindowState.EXHAUSTED, resets_at=NOW + timedelta(seconds=30))
+    assert fmt.window_line(up, NOW, tz, EN) == "5-hour ▓▓▓▓▓▓▓▓ used up · resets 04:30, in 1 min"
+    # A stored reading whose reset has passed says so instead of counting down.
+    old = Window("5h", used_pct=Decimal(90), resets_at=NOW - timedelta(minutes=5))
+    assert fmt.window_line(old, NOW, tz, EN) == (
+        "5-hour ▓▓▓▓▓▓▓░ 90 % · reset 04:25, figure is from before"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pct", "cells"),
+    [("0", 0), ("0.4", 1), ("12.4", 1), ("50", 4), ("87.4", 6), ("99.9", 7), ("100", 8)],
+)
+def test_window_bar_never_looks_empty_when_started_or_full_before_it_is(
+    pct: str, cells: int
+) -> None:
+    assert fmt.bar(Decimal(pct)) == "▓" * cells + "░" * (8 - cells)
+
+
+def test_pace_mark_only_with_a_known_period_and_usage_clearly_ahead() -> None:
+    from bot.billing.models import Window
+
+    tz = fmt.zone("UTC")
+    five = timedelta(hours=5)
+    resets = NOW + timedelta(hours=3)  # 40 % of the 5 hours gone
+    ahead = Window("5h", used_pct=Decimal(60), resets_at=resets, period=five)
+    line = fmt.window_line(ahead, NOW, tz, EN)
+    assert line.endswith(" · ⚡ ahead of pace: 40 % of the time gone")
+    assert "⚡" in fmt.window_line(ahead, NOW, tz, ZH)
+    on_pace = Window("5h", used_pct=Decimal(45), resets_at=resets, period=five)
+    assert "⚡" not in fmt.window_line(on_pace, NOW, tz, EN)
+    # Without the window's length nothing is claimed, however full the window.
+    unknown = Window("5h", used_pct=Decimal(95), resets_at=resets)
+    assert "⚡" not in fmt.window_line(unknown, NOW, tz, EN)
+    # Figures that contradict each other (reset further away than the period) claim nothing.
+    odd = Window("5h", used_pct=Decimal(95), resets_at=NOW + timedelta(hours=9), period=five)
+    assert fmt.ahead_of_pace(odd, NOW) is None
+    assert fmt.ahead_of_pace(Window("5h", used_pct=Decimal(95), period=five), NOW) is None
+
+
+def test_duration_and_clock_time() -> None:
+    assert fmt.duration(59, EN) == "1 min"
+    assert fmt.duration(3600, EN) == "1 h"
+    assert fmt.duration(3601, EN) == "1 h 1 min"
+    assert fmt.duration(86400 * 2 + 3600 * 5, EN) == "2 d 5 h"
+    assert fmt.duration(86400 * 7, ZH) == "7 天"
