@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.alerts import windows
 from bot.alerts.outbox import OutboxService
 from bot.clock import Clock
 from bot.storage.db import Database
@@ -40,6 +41,12 @@ class KeyAlerts:
     forecast_on: bool
     muted_until: datetime | None
     last: dict[str, Any] | None
+    window_rungs: tuple[str, ...] = windows.DEFAULT_RUNGS  # in force; () = off
+
+    @property
+    def has_windows(self) -> bool:
+        """The key's last reading had plan windows (/alerts shows its window settings)."""
+        return bool(self.last and self.last.get("windows"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,7 @@ class AlertPreferences:
             st.forecast_on,
             st.muted_until,
             dict(st.last) if st.last else None,
+            windows.effective_rungs(st.window_rungs),
         )
 
     @staticmethod
@@ -132,6 +140,12 @@ class AlertPreferences:
     async def turn_off(self, owner_id: int, key_ids: Sequence[str] | None) -> list[str]:
         """Low-balance and forecast off; expiry and revoked warnings stay (they are defaults)."""
         return await self._update_keys(owner_id, key_ids, thresholds=[], forecast_on=False)
+
+    async def set_window_rungs(
+        self, owner_id: int, key_ids: Sequence[str] | None, rungs: Sequence[str]
+    ) -> list[str]:
+        """Plan-window alerts at these used shares (`parse_rungs`); `[]` turns them off."""
+        return await self._update_keys(owner_id, key_ids, window_rungs=list(rungs))
 
     async def mute(self, owner_id: int, key_id: str, until: datetime | None) -> bool:
         return bool(await self._update_keys(owner_id, [key_id], muted_until=until))

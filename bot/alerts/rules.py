@@ -14,6 +14,8 @@
 - stale: transient failures start `failing_since`; after 24 h in a row, one event.
 - forecast: runs out within 3 days at the recent burn rate; re-armed by a top-up
   or a forecast beyond 4.5 days.
+- plan windows (bot/alerts/windows.py): per window, a ladder on used % (80/95 by
+  default), "used up", and "refilled" for a window that had warned.
 A single failed check changes nothing but `failing_since`.
 """
 
@@ -26,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from bot.alerts import windows
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import BalanceResult, CheckOutcome, FigureKind, KeyState
 from bot.services import forecast
@@ -107,6 +110,7 @@ class Watch:
     expiry_on: bool = True
     revoked_on: bool = True
     forecast_on: bool = True
+    window_rungs: tuple[str, ...] = windows.DEFAULT_RUNGS  # () = window alerts off
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,24 +174,32 @@ def evaluate(
 
     mem["rev"] = False
     mem["stale"] = False
-    figure = reading(result)
+    figure = {k: v for k, v in reading(result).items() if k != "windows"}
     events += _low_balance(watch, mem, result, figure)
     if watch.expiry_on:
         events += _expiry(mem, result, now, figure)
     if watch.forecast_on:
         events += _forecast(mem, result, history, now, figure)
+    found = windows.evaluate(watch.window_rungs, mem, result, now, _bump, figure.get("measured_at"))
+    events += [Event(kind, tag, data) for kind, tag, data in found]
     return Transition(mem, None, events)
 
 
 def reading(result: BalanceResult) -> dict[str, Any]:
-    """The figure as event payloads and `alert_state.last` keep it (strings, ISO times)."""
-    return {
+    """The figure as event payloads and `alert_state.last` keep it (strings, ISO times).
+
+    A plan key's windows come along (the digest and /alerts show them).
+    """
+    out: dict[str, Any] = {
         "remaining": _num(result.remaining),
         "total": _num(result.total),
         "currency": result.currency,
         "unit": _unit(result),
         "measured_at": iso(result.fetched_at),
     }
+    if result.windows:
+        out["windows"] = [windows.figure(w) for w in result.windows]
+    return out
 
 
 def _unit(result: BalanceResult) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.alerts import windows
 from bot.alerts.outbox import OutboxService, enqueue_many, instance_id, outbox_row
 from bot.alerts.rules import Watch, evaluate, money_value, reading
 from bot.billing.errors import BillingError, ErrorKind
@@ -95,6 +96,9 @@ class AlertSweep:
         self._last_prune: datetime | None = None
         self._stopping = asyncio.Event()
         self.stop_grace = 10.0  # seconds in-flight checks may take once shutdown begins
+        # A plan key is checked sooner than `interval` near a window's reset or rung, but
+        # never sooner than this after its previous check (bot/alerts/windows.py).
+        self.window_min_gap = windows.MIN_GAP
 
     def request_stop(self) -> None:
         """Shutdown: finish (or abandon) the current batch, claim no more."""
@@ -310,11 +314,16 @@ class AlertSweep:
             for st in leased:
                 outcome = batch.outcomes[st.key_id]
                 watch = Watch(
-                    tuple(st.thresholds or ()), st.expiry_on, st.revoked_on, st.forecast_on
+                    tuple(st.thresholds or ()),
+                    st.expiry_on,
+                    st.revoked_on,
+                    st.forecast_on,
+                    windows.effective_rungs(st.window_rungs),
                 )
+                before = dict(st.memory or {})
                 step = evaluate(
                     watch,
-                    dict(st.memory or {}),
+                    before,
                     st.failing_since,
                     outcome,
                     history.get(st.key_id, ()),
@@ -341,8 +350,23 @@ class AlertSweep:
                 last = st.last
                 if outcome.result is not None:
                     last = {**reading(outcome.result), "state": outcome.result.state.value}
+                due = windows.next_check(
+                    watch.window_rungs,
+                    before,
+                    step.memory,
+                    outcome.result,
+                    now,
+                    self.interval,
+                    self.window_min_gap,
+                )
                 changes.append(
-                    {"k": st.key_id, "m": step.memory, "f": step.failing_since, "l": last}
+                    {
+                        "k": st.key_id,
+                        "m": step.memory,
+                        "f": step.failing_since,
+                        "l": last,
+                        "n": due,
+                    }
                 )
                 done.append(outcome)
             await states.finish_checks(changes, self.owner, now, now + self.interval)

@@ -14,7 +14,7 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.alerts import rules
+from bot.alerts import rules, windows
 from bot.alerts.outbox import OutboxItem
 from bot.billing.errors import ErrorKind
 from bot.handlers import callbacks
@@ -51,6 +51,15 @@ A_FORECAST = N_(
     "📉 At the pace of the last days, <b>{label}</b> <code>{hint}</code> runs out around "
     "{when}: {amount} left."
 )
+A_WIN_LOW = N_("⚠️ <b>{label}</b> · {provider} · {window} window {pct} % used, resets {when}.")
+A_WIN_LOW_NO_RESET = N_("⚠️ <b>{label}</b> · {provider} · {window} window {pct} % used.")
+A_WIN_OUT = N_("⛔ <b>{label}</b> · {provider} · {window} window used up — resets {when}.")
+A_WIN_OUT_NO_RESET = N_(
+    "⛔ <b>{label}</b> · {provider} · {window} window used up; the provider gives no reset time."
+)
+A_WIN_REFILLED = N_("✅ <b>{label}</b> · {provider} · {window} window refilled: {pct} % used now.")
+A_WIN_NEXT_RESET = N_("Next reset {when}.")
+AT_IN = N_("{when} (in {left})")
 A_MEASURED = N_("<i>Measured {when}.</i>")
 A_DIGEST = N_("🗓 <b>Daily balances</b> · {day}")
 A_NO_READING = N_("no reading yet")
@@ -166,12 +175,59 @@ def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup |
                 amount=amount_text(p, "remaining", t),
             )
         )
+    elif kind in windows.KINDS:
+        lines += _window_lines(kind, p, label, t, tz, now)
     else:
         lines.append(f"<b>{label}</b> <code>{hint}</code>")
     measured = p.get("measured_at") or p.get("at")
     if measured:
         lines.append(t(A_MEASURED, when=local_time(measured, tz)))
     return "\n".join(lines), _alert_buttons(item, t)
+
+
+def reset_when(value: Any, tz_name: str | None, t: Translator, now: datetime) -> str | None:
+    """`14:20 (in 2 h 10 min)` in the user's zone at send time; None when unknown."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    when = fmt.clock_time(at, now, fmt.zone(tz_name), t)
+    if at <= now:
+        return when
+    return t(AT_IN, when=when, left=fmt.duration((at - now).total_seconds(), t))
+
+
+def window_pct(p: dict[str, Any]) -> str:
+    value = decimal_of(p.get("pct"))
+    return "?" if value is None or not value.is_finite() else fmt.whole_pct(value)
+
+
+def _window_lines(
+    kind: str, p: dict[str, Any], label: str, t: Translator, tz: str, now: datetime
+) -> list[str]:
+    """ "kimi · Kimi Code · 5-hour window 85 % used, resets 14:20 (in 2 h 10 min)."."""
+    names = {
+        "label": label,
+        "provider": html.escape(fmt.provider_title(str(p.get("provider", "?")), t)),
+        "window": fmt.window_name(str(p.get("window", "?"))[:32], t),
+    }
+    when = reset_when(p.get("resets_at"), tz, t, now)
+    if kind == windows.WINDOW_LOW:
+        if when is None:
+            return [t(A_WIN_LOW_NO_RESET, pct=window_pct(p), **names)]
+        return [t(A_WIN_LOW, pct=window_pct(p), when=when, **names)]
+    if kind == windows.WINDOW_OUT:
+        if when is None:
+            return [t(A_WIN_OUT_NO_RESET, **names)]
+        return [t(A_WIN_OUT, when=when, **names)]
+    lines = [t(A_WIN_REFILLED, pct=window_pct(p), **names)]
+    if when is not None:
+        lines.append(t(A_WIN_NEXT_RESET, when=when))
+    return lines
 
 
 def _days_left(p: dict[str, Any], t: Translator, now: datetime) -> str:

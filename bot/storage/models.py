@@ -189,6 +189,9 @@ class AlertState(Base):
     expiry_on: Mapped[bool] = mapped_column(Boolean, default=True)
     revoked_on: Mapped[bool] = mapped_column(Boolean, default=True)
     forecast_on: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Plan-window alert rungs in used % ("80", "95"): NULL = the default ladder, [] = off
+    # (migration 0006; bot/alerts/windows.py).
+    window_rungs: Mapped[list[str] | None] = mapped_column(JSON)
     muted_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     memory: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # see bot/alerts/rules.py
     last: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # last figure, for the digest

@@ -23,6 +23,7 @@ from bot.storage.models import (
     KeyStatus,
     Meta,
     User,
+    UTCDateTime,
 )
 from bot.storage.upsert import insert_or_ignore, upsert
 
@@ -229,6 +230,7 @@ class AlertStateRepo:
             t.c.expiry_on,
             t.c.revoked_on,
             t.c.forecast_on,
+            t.c.window_rungs,
             t.c.muted_until,
             t.c.memory,
             t.c.failing_since,
@@ -245,8 +247,11 @@ class AlertStateRepo:
         self, changes: Sequence[dict[str, Any]], owner: str, now: datetime, next_at: datetime
     ) -> None:
         """Store each checked key's memory (`k`, `m`, `f`, `l`: key id, memory,
-        failing_since, last) and free its lease, if `owner` still holds it."""
+        failing_since, last) and free its lease, if `owner` still holds it. The key is due
+        again at `n` when a change carries one (a plan key near a window's reset or rung,
+        bot/alerts/windows.py), else at `next_at`."""
         t = AlertState.__table__
+        rows = [{**c, "n": c.get("n") or next_at} for c in changes]
         await self.s.execute(
             update(t)
             .where(t.c.key_id == bindparam("k"), t.c.lease_owner == owner)
@@ -255,11 +260,11 @@ class AlertStateRepo:
                 failing_since=bindparam("f"),
                 last=bindparam("l"),
                 checked_at=now,
-                next_check_at=next_at,
+                next_check_at=bindparam("n", type_=UTCDateTime()),
                 lease_owner=None,
                 lease_until=None,
             ),
-            list(changes),
+            rows,
         )
 
 

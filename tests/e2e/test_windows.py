@@ -6,14 +6,18 @@ are relative to the real clock (the suite also runs 400 days ahead).
 
 from __future__ import annotations
 
+import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tests.alerts.conftest import poll_until
+from tests.alerts.test_windows import KimiPlans, Plan
 from tests.e2e.harness import RunningBot, running_bot
 from tests.e2e.test_balance import add
 from tests.e2e.test_keys import open_keys, press
-from tests.fakes.telegram_api import button_data
+from tests.fakes.telegram_api import BotMessage, button_data
 
 KIMI_SECRET = "sk-kimi-window0123456789abcdef"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -84,4 +88,76 @@ async def test_balance_and_keys_card_show_one_line_per_window(make_settings) -> 
         zh = await bot.tg.wait_for_reply(ann, timeout=10)
         assert "5 小时 ▓▓▓▓▓░░░ 已用 70 % · 剩余 60 次请求 · " in zh.text
         assert f"{local_hhmm(five_resets)} 重置，还有 2 小时" in zh.text
+        assert bot.tg.errors == []
+
+
+# -- window alerts, delivered -----------------------------------------------------------------
+
+
+def window_alerts(bot: RunningBot, uid: int) -> list[BotMessage]:
+    return [m for m in bot.tg.messages(uid) if m.text and " window " in m.text]
+
+
+async def checks_seen(bot: RunningBot, n: int) -> None:
+    """Wait until the scheduled sweep has asked the fake Kimi `n` more times."""
+    target = bot.providers.count("/v1/usages") + n
+
+    async def done() -> bool:
+        return bot.providers.count("/v1/usages") >= target
+
+    await poll_until(done, 15)
+
+
+async def test_window_ladder_used_up_and_refilled_arrive_once_each(make_settings) -> None:
+    async with running_bot(make_settings, alert_interval_seconds=1) as bot:
+        ann = bot.tg.user(4102, "Ann", started=True)
+        secret = "sk-kimi-e2e-ladder0000000001"
+        now = datetime.now(UTC).replace(microsecond=0)
+        plan = Plan(used=40, resets_at=now + timedelta(hours=2))
+        KimiPlans({secret: plan}).install(bot.providers)
+        await add(bot, ann.id, secret, "kimi-code", "kimi")
+        for used in (40, 170, 175, 192, 194):  # 20 %, 85 % (80 rung), 96 % (95 rung)
+            plan.used = used
+            await checks_seen(bot, 2)
+        await bot.tg.wait_until(
+            lambda: len(window_alerts(bot, ann.id)) >= 2 or None,
+            10,
+            lambda: bot.tg.transcript()[-1500:],
+        )
+        hhmm = plan.resets_at.strftime("%H:%M")
+        first, second = window_alerts(bot, ann.id)[:2]
+        # "in 2 h" unless the machine took over a minute to get here
+        expected = (
+            rf"⚠️ kimi · Kimi Code · 5-hour window 85 % used, resets {hhmm} "
+            r"\(in (2 h|1 h 5\d min)\)\."
+        )
+        assert re.match(expected, first.text), first.text
+        assert "5-hour window 96 % used" in second.text
+        assert {b.text for b in first.buttons()} >= {"🔄 Check now", "🔕 Mute 24 h"}
+
+        # Used up, with a reset a few seconds away; then the new period.
+        plan.used, plan.resets_at = 200, datetime.now(UTC) + timedelta(seconds=3)
+        await checks_seen(bot, 2)
+        await bot.tg.wait_until(
+            lambda: len(window_alerts(bot, ann.id)) >= 3 or None,
+            10,
+            lambda: bot.tg.transcript()[-1500:],
+        )
+        assert "5-hour window used up — resets " in window_alerts(bot, ann.id)[2].text
+        while datetime.now(UTC) < plan.resets_at:
+            await checks_seen(bot, 1)
+        plan.used, plan.resets_at = 1, plan.resets_at + timedelta(hours=5)
+        await checks_seen(bot, 3)
+        await bot.tg.wait_until(
+            lambda: len(window_alerts(bot, ann.id)) >= 4 or None,
+            10,
+            lambda: bot.tg.transcript()[-1500:],
+        )
+        refill = window_alerts(bot, ann.id)[3].text
+        assert refill.startswith("✅ kimi · Kimi Code · 5-hour window refilled: 0 % used now.")
+        assert "Next reset " in refill
+        await checks_seen(bot, 3)
+        await asyncio.sleep(1.5)
+        assert len(window_alerts(bot, ann.id)) == 4  # each once
+        assert secret not in bot.tg.transcript()
         assert bot.tg.errors == []
