@@ -17,7 +17,10 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 
 from bot.alerts.preferences import MUTE_FOR, AlertPreferences, KeyAlerts, Prefs
 from bot.alerts.rules import BadSpec, parse_specs
+from bot.alerts.windows import BadRungs, parse_rungs
 from bot.billing.errors import BillingError, ErrorKind
+from bot.billing.models import FigureKind
+from bot.billing.registry import default_registry
 from bot.context import BotContext
 from bot.handlers import callbacks
 from bot.handlers import format as fmt
@@ -84,6 +87,28 @@ PICK_THRESHOLD = N_(
 )
 THRESHOLD_SET = N_("Threshold set.")
 
+WINDOWS_SET = N_("plan windows: alerts at {ladder} used, used up, refilled")
+WINDOWS_OFF = N_("plan windows: alerts off")
+WINDOWS_LAST = N_("windows: {figures}, {when}")
+USAGE_WINDOW = N_(
+    "<code>/alerts LABEL window 80% 95%</code> — plan windows (5-hour, weekly…): alert at "
+    "these shares used, when one is used up and when it refills\n"
+    "<code>/alerts LABEL window off</code> — no plan-window alerts"
+)
+WINDOW_BAD = N_(
+    "I could not read <code>{text}</code> as window alerts: use shares of the window such as "
+    "<code>80%</code> <code>95%</code> (above 0 and below 100 %, at most 5 steps), or "
+    "<code>off</code>. Nothing was changed."
+)
+WINDOW_SET_OK = N_(
+    "🔔 Plan-window alerts for {labels}: at {ladder} used, when a window is used up, and "
+    "when it refills."
+)
+WINDOW_OFF_OK = N_("🔕 Plan-window alerts off for {labels}.")
+WINDOW_NO_WINDOWS = N_(
+    "Note: {label} has shown no plan windows so far; the setting applies once it does."
+)
+
 B_UNMUTE = N_("🔔 Unmute")
 B_OFF = N_("🚫 Low-balance off")
 B_BACK = N_("« Back")
@@ -101,6 +126,37 @@ def _alerts(context: BotContext) -> AlertPreferences:
 
 def _yes(on: bool) -> str:
     return "✓" if on else "✗"
+
+
+def _window_ladder(rungs: tuple[str, ...] | list[str]) -> str:
+    return " · ".join(f"{html.escape(r)} %" for r in rungs)
+
+
+def window_key(view: KeyAlerts) -> bool:
+    """A key with plan windows: its last reading had some, or its provider is a plan."""
+    if view.has_windows:
+        return True
+    provider = default_registry().get(view.provider)
+    return provider is not None and provider.kind is FigureKind.QUOTA
+
+
+def _window_setting(view: KeyAlerts, t: Translator) -> str:
+    if not view.window_rungs:
+        return t(WINDOWS_OFF)
+    return t(WINDOWS_SET, ladder=_window_ladder(view.window_rungs))
+
+
+def _window_figures(last: dict[str, Any], t: Translator) -> str:
+    """`5-hour 52 % · weekly 10 %` from a stored reading (HTML-safe)."""
+    parts = []
+    for w in last.get("windows") or []:
+        if not isinstance(w, dict):
+            continue
+        name = fmt.window_name(str(w.get("window", "?"))[:32], t)
+        pct = decimal_of(w.get("pct"))
+        shown = "?" if pct is None or not pct.is_finite() else f"{fmt.whole_pct(pct)} %"
+        parts.append(f"{name} {shown}")
+    return " · ".join(parts)
 
 
 def _ladder(specs: tuple[str, ...] | list[str], last: dict[str, Any] | None, t: Translator) -> str:
@@ -123,6 +179,8 @@ def _key_lines(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> list[s
         forecast=_yes(view.forecast_on),
     )
     lines = [head, f"  {low}", f"  {flags}"]
+    if window_key(view):
+        lines.append(f"  {_window_setting(view, t)}")
     if _muted(view, now):
         lines.append("  " + t(MUTED_UNTIL, when=local_time(view.muted_until, tz)))
     return lines
@@ -138,6 +196,8 @@ def _overview(views: list[KeyAlerts], prefs: Prefs, t: Translator, tz: str, now:
     )
     lines.append("")
     lines.append(t(USAGE))
+    if any(window_key(v) for v in views):
+        lines.append(t(USAGE_WINDOW))
     return "\n".join(lines)
 
 
@@ -161,6 +221,10 @@ def _key_text(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> str:
         lines.append(
             "  " + t(LAST_FIGURE, figure=figure, when=local_time(last.get("measured_at"), tz))
         )
+    if last and last.get("windows"):
+        figures = _window_figures(last, t)
+        when = local_time(last.get("measured_at"), tz)
+        lines.append("  " + t(WINDOWS_LAST, figures=figures, when=when))
     return "\n".join(lines)
 
 
@@ -231,6 +295,9 @@ async def alerts_command(update: Update, context: BotContext) -> None:
         return
     ids = None if target.lower() == "all" else [v.key_id for v in chosen]
     labels = ", ".join(f"<b>{html.escape(v.label)}</b>" for v in chosen)
+    if rest[0].lower() == "window":
+        await _window_command(message, service, user.id, ids, chosen, rest[1:], t)
+        return
     if len(rest) == 1 and rest[0].lower() == "off":
         await service.turn_off(user.id, ids)
         await message.reply_text(t(OFF_OK, labels=labels))
@@ -252,6 +319,36 @@ async def alerts_command(update: Update, context: BotContext) -> None:
         for v in chosen:
             if v.last is not None and v.last.get("total") is None:
                 lines.append(t(SET_PCT_NO_TOTAL, label=f"<b>{html.escape(v.label)}</b>"))
+    await message.reply_text("\n".join(lines))
+
+
+async def _window_command(
+    message: Any,
+    service: AlertPreferences,
+    owner_id: int,
+    ids: list[str] | None,
+    chosen: list[KeyAlerts],
+    rest: list[str],
+    t: Translator,
+) -> None:
+    """`/alerts <label|all> window <N>% [<M>%…]` and `/alerts <label|all> window off`."""
+    labels = ", ".join(f"<b>{html.escape(v.label)}</b>" for v in chosen)
+    if len(rest) == 1 and rest[0].lower() == "off":
+        await service.set_window_rungs(owner_id, ids, [])
+        await message.reply_text(t(WINDOW_OFF_OK, labels=labels))
+        return
+    try:
+        rungs = parse_rungs(rest)
+    except BadRungs:
+        shown = html.escape(" ".join(["window", *rest])[:64])
+        await message.reply_text(t(WINDOW_BAD, text=shown))
+        return
+    await service.set_window_rungs(owner_id, ids, rungs)
+    lines = [t(WINDOW_SET_OK, labels=labels, ladder=_window_ladder(rungs))]
+    if ids is not None:
+        for v in chosen:
+            if not window_key(v):
+                lines.append(t(WINDOW_NO_WINDOWS, label=f"<b>{html.escape(v.label)}</b>"))
     await message.reply_text("\n".join(lines))
 
 

@@ -12,6 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
+from bot.storage.models import AlertState
 from tests.alerts.conftest import poll_until
 from tests.alerts.test_windows import KimiPlans, Plan
 from tests.e2e.harness import RunningBot, running_bot
@@ -67,7 +70,7 @@ async def test_balance_and_keys_card_show_one_line_per_window(make_settings) -> 
         five = next(line for line in lines if line.startswith("5-hour"))
         assert five.startswith("5-hour ▓▓▓▓▓░░░ 70 % · 60 requests left · ")
         assert f"resets {local_hhmm(five_resets)}, in 2 h 10 min" in five
-        assert five.endswith("⚡ ahead of pace: 56 % of the time gone")
+        assert five.endswith("⚡ only 56 % of the time gone")
         week = next(line for line in lines if line.startswith("weekly"))
         assert week.startswith("weekly ▓░░░░░░░ 10 % · 1,834 requests left · resets ")
         assert week.endswith(f"{local_hhmm(week_resets)}, in 3 d 1 h")
@@ -161,3 +164,90 @@ async def test_window_ladder_used_up_and_refilled_arrive_once_each(make_settings
         assert len(window_alerts(bot, ann.id)) == 4  # each once
         assert secret not in bot.tg.transcript()
         assert bot.tg.errors == []
+
+
+# -- /alerts … window ---------------------------------------------------------------------
+
+
+async def test_alerts_window_forms(make_settings) -> None:
+    async with running_bot(make_settings, alert_interval_seconds=3600) as bot:
+        ann = bot.tg.user(4103, "Ann")
+        now = datetime.now(UTC).replace(microsecond=0)
+        plan = Plan(used=104, resets_at=now + timedelta(hours=3))
+        plans = KimiPlans({"sk-kimi-e2e-forms00000000001": plan})
+        plans.install(bot.providers)
+        kimi = await add(bot, ann.id, "sk-kimi-e2e-forms00000000001", "kimi-code", "kimi")
+        bot.providers.reply("/user/balance", json={"is_available": True, "balance_infos": [
+            {"currency": "USD", "total_balance": "50", "granted_balance": "0",
+             "topped_up_balance": "50"}]})  # fmt: skip
+        ds = await add(bot, ann.id, "sk-deepseek0123456789abcdef", "deepseek", "ds")
+
+        async def say(text: str) -> str:
+            await bot.tg.send(ann, text)
+            return (await bot.tg.wait_for_reply(ann)).text or ""
+
+        async def rungs() -> dict[str, list[str] | None]:
+            async with bot.services.db.session() as s:
+                rows = (await s.scalars(select(AlertState))).all()
+                return {r.key_id: r.window_rungs for r in rows}
+
+        # Before anything is chosen: the default ladder, shown for the plan key only.
+        overview = await say("/alerts")
+        kimi_part, ds_part = overview.split("\nds ")[0], overview.split("\nds ")[1]
+        assert "plan windows: alerts at 80 % · 95 % used, used up, refilled" in kimi_part
+        assert "plan windows" not in ds_part.split("\n\n")[0]
+        assert "/alerts LABEL window 80% 95%" in overview
+
+        reply = await say("/alerts kimi window 90% 70%")
+        assert reply == (
+            "🔔 Plan-window alerts for kimi: at 70 % · 90 % used, when a window is used up, "
+            "and when it refills."
+        )
+        assert (await rungs())[kimi] == ["70", "90"]
+        assert "plan windows: alerts at 70 % · 90 % used" in await say("/alerts")
+
+        # Bad forms: a friendly reply, nothing changed.
+        before = await rungs()
+        for bad in ("window", "window 0%", "window 100%", "window 120%", "window abc",
+                    "window 80% off", "window 1% 2% 3% 4% 5% 6%", "window -5%"):  # fmt: skip
+            text = await say(f"/alerts kimi {bad}")
+            assert "Nothing was changed" in text, (bad, text)
+        assert "No key named" in await say("/alerts nosuch window 80%")
+        assert await rungs() == before
+
+        # A money key gets the setting with a note; `all` sets every key; off turns it off.
+        note = await say("/alerts ds window 50%")
+        assert "Note: ds has shown no plan windows so far" in note
+        assert "🔔 Plan-window alerts for kimi, ds: at 85 % used" in await say(
+            "/alerts all window 85%"
+        )
+        assert await rungs() == {kimi: ["85"], ds: ["85"]}
+        assert await say("/alerts kimi window off") == "🔕 Plan-window alerts off for kimi."
+        assert (await rungs())[kimi] == []
+        assert "plan windows: alerts off" in await say("/alerts")
+        # the money settings were never touched
+        assert (await service_view(bot, ann.id, ds)).thresholds == ()
+
+        # The key view shows the last reading's windows once the key was checked.
+        await say("/alerts kimi window 80% 95%")
+        assert bot.services.sweep is not None
+        await bot.services.sweep.check_now(ann.id, kimi)
+        view = await say("/alerts kimi")
+        assert "plan windows: alerts at 80 % · 95 % used" in view
+        assert "windows: 5-hour 52 % · weekly 0 %, " in view
+
+        # In Chinese
+        li = bot.tg.user(4104, "Li", language_code="zh-hans")
+        await add(bot, li.id, "sk-kimi-e2e-forms00000000002", "kimi-code", "k")
+        await bot.tg.send(li, "/alerts k window 70%")
+        assert "套餐窗口提醒" in ((await bot.tg.wait_for_reply(li)).text or "")
+        await bot.tg.send(li, "/alerts k window nope")
+        assert "没有做任何更改" in ((await bot.tg.wait_for_reply(li)).text or "")
+        assert bot.tg.errors == []
+
+
+async def service_view(bot: RunningBot, owner: int, key_id: str) -> Any:
+    assert bot.services.alerts is not None
+    view = await bot.services.alerts.get(owner, key_id)
+    assert view is not None
+    return view

@@ -335,7 +335,7 @@ def test_pace_mark_only_with_a_known_period_and_usage_clearly_ahead() -> None:
     resets = NOW + timedelta(hours=3)  # 40 % of the 5 hours gone
     ahead = Window("5h", used_pct=Decimal(60), resets_at=resets, period=five)
     line = fmt.window_line(ahead, NOW, tz, EN)
-    assert line.endswith(" · ⚡ ahead of pace: 40 % of the time gone")
+    assert line.endswith(" · ⚡ only 40 % of the time gone")
     assert "⚡" in fmt.window_line(ahead, NOW, tz, ZH)
     on_pace = Window("5h", used_pct=Decimal(45), resets_at=resets, period=five)
     assert "⚡" not in fmt.window_line(on_pace, NOW, tz, EN)
