@@ -20,6 +20,10 @@ from bot.delivery import Render, Sender
 log = logging.getLogger(__name__)
 
 JOB_KWARGS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+#: The sweep looks for due keys at least this often. Keys fall due every
+#: ALERT_INTERVAL_SECONDS, plan keys sooner near a window's reset or rung
+#: (bot/alerts/windows.py): a "refilled" notice must not wait for an hourly tick.
+SWEEP_TICK = 60.0
 
 
 async def sweep_job(context: BotContext) -> None:
@@ -72,8 +76,8 @@ def schedule(app: Application[Any, Any, Any, Any, Any, Any], render: Render) -> 
     interval = services.settings.alert_interval_seconds
     app.bot_data.sender = Sender(services.outbox, app.bot, render)
     jq.run_repeating(
-        sweep_job, interval=interval, first=min(interval, 5.0), name="alerts-sweep",
-        job_kwargs=JOB_KWARGS,
+        sweep_job, interval=min(interval, SWEEP_TICK), first=min(interval, 5.0),
+        name="alerts-sweep", job_kwargs=JOB_KWARGS,
     )  # fmt: skip
     jq.run_repeating(
         send_job, interval=min(1.0, interval), first=0.5, name="alerts-send",

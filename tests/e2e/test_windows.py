@@ -251,3 +251,20 @@ async def service_view(bot: RunningBot, owner: int, key_id: str) -> Any:
     view = await bot.services.alerts.get(owner, key_id)
     assert view is not None
     return view
+
+
+async def test_the_sweep_looks_for_due_keys_every_minute_with_an_hourly_interval(
+    make_settings,
+) -> None:
+    """Keys fall due hourly, but a warned window's key is due right after its reset
+    (tests/alerts/test_windows.py): the scheduled sweep must look at least every minute."""
+    async with running_bot(make_settings, alert_interval_seconds=3600) as bot:
+        assert bot.app.job_queue is not None
+        [job] = bot.app.job_queue.get_jobs_by_name("alerts-sweep")
+        assert job.job.trigger.interval == timedelta(seconds=60)
+        assert bot.services.sweep is not None
+        assert bot.services.sweep.interval == timedelta(hours=1)
+    async with running_bot(make_settings, alert_interval_seconds=5) as bot:
+        assert bot.app.job_queue is not None
+        [job] = bot.app.job_queue.get_jobs_by_name("alerts-sweep")
+        assert job.job.trigger.interval == timedelta(seconds=5)
