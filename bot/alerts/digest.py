@@ -7,6 +7,7 @@ day: the `digest_last` compare-and-set keeps replicas from queueing it twice.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import or_, select, update
@@ -16,6 +17,18 @@ from bot.alerts.rules import DIGEST
 from bot.clock import Clock
 from bot.storage.db import Database
 from bot.storage.models import AlertPrefs, AlertState, ApiKey, User
+
+#: What the digest keeps of a stored plan window: its name, used share and state.
+_WINDOW_FIELDS = ("window", "pct", "state")
+
+
+def _compact(last: dict[str, Any]) -> dict[str, Any]:
+    """The stored reading, with plan windows cut down to what the digest shows."""
+    windows = last.get("windows")
+    if not isinstance(windows, list):
+        return last
+    kept = [{k: w.get(k) for k in _WINDOW_FIELDS} for w in windows if isinstance(w, dict)]
+    return {**last, "windows": kept}
 
 
 class DailyDigest:
@@ -67,7 +80,8 @@ class DailyDigest:
                 if not rows:
                     continue
                 items = [
-                    {"label": label, "hint": hint, **(last or {})} for _, label, hint, last in rows
+                    {"label": label, "hint": hint, **_compact(last or {})}
+                    for _, label, hint, last in rows
                 ]
                 await enqueue(
                     s,

@@ -60,6 +60,8 @@ A_WIN_OUT_NO_RESET = N_(
 A_WIN_REFILLED = N_("✅ <b>{label}</b> · {provider} · {window} window refilled: {pct} % used now.")
 A_WIN_NEXT_RESET = N_("Next reset {when}.")
 AT_IN = N_("{when} (in {left})")
+W_USED_UP = N_("{name} used up")
+W_MORE = N_("+{n} more")
 A_MEASURED = N_("<i>Measured {when}.</i>")
 A_DIGEST = N_("🗓 <b>Daily balances</b> · {day}")
 A_NO_READING = N_("no reading yet")
@@ -111,6 +113,30 @@ def spec_text(spec: str, data: dict[str, Any], t: Translator) -> str:
     if value is None:
         return html.escape(spec)
     return fmt.money(value, data.get("currency"), t, unit=str(data.get("unit") or ""))
+
+
+def window_figures(entries: Any, t: Translator, most: int = 4) -> str:
+    """`5-hour 52 % · weekly 10 %` from stored windows (`windows.figure`), fullest first
+    when there are more than `most`. HTML-safe."""
+    if not isinstance(entries, list):
+        return ""
+    shown: list[tuple[Decimal, str]] = []
+    for w in entries:
+        if not isinstance(w, dict):
+            continue
+        name = fmt.window_name(str(w.get("window", "?"))[:32], t)
+        pct = decimal_of(w.get("pct"))
+        if w.get("state") == "exhausted":
+            shown.append((Decimal(101), t(W_USED_UP, name=name)))
+        elif pct is None or not pct.is_finite():
+            shown.append((Decimal(-1), f"{name} ?"))
+        else:
+            shown.append((pct, f"{name} {fmt.whole_pct(pct)} %"))
+    if len(shown) > most:
+        rest = len(shown) - most
+        top = sorted(shown, key=lambda p: p[0], reverse=True)[:most]
+        return " · ".join(text for _, text in top) + " · " + t(W_MORE, n=rest)
+    return " · ".join(text for _, text in shown)
 
 
 def button(t: Translator, text: str, action: str, *args: str) -> InlineKeyboardButton:
@@ -258,10 +284,14 @@ def _render_digest(p: dict[str, Any], t: Translator, tz: str) -> str:
     for entry in p.get("keys", []):
         label = html.escape(str(entry.get("label", "?")))
         hint = html.escape(str(entry.get("hint", "")))
+        figures = []
         if entry.get("remaining") is not None:
-            figure = amount_text(entry, "remaining", t)
+            figures.append(amount_text(entry, "remaining", t))
+        if entry.get("windows"):  # a plan's windows: used share each
+            figures.append(window_figures(entry.get("windows"), t))
+        if figures:
             when = local_time(entry.get("measured_at"), tz)
-            lines.append(f"• <b>{label}</b> <code>{hint}</code>: {figure} · {when}")
+            lines.append(f"• <b>{label}</b> <code>{hint}</code>: {' · '.join(figures)} · {when}")
         else:
             lines.append(f"• <b>{label}</b> <code>{hint}</code>: {t(A_NO_READING)}")
     return "\n".join(lines)

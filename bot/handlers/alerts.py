@@ -34,6 +34,7 @@ from bot.handlers.alert_messages import (
     decimal_of,
     local_time,
     spec_text,
+    window_figures,
 )
 from bot.i18n import N_, Translator
 from bot.services.balances import KeyReport
@@ -146,19 +147,6 @@ def _window_setting(view: KeyAlerts, t: Translator) -> str:
     return t(WINDOWS_SET, ladder=_window_ladder(view.window_rungs))
 
 
-def _window_figures(last: dict[str, Any], t: Translator) -> str:
-    """`5-hour 52 % · weekly 10 %` from a stored reading (HTML-safe)."""
-    parts = []
-    for w in last.get("windows") or []:
-        if not isinstance(w, dict):
-            continue
-        name = fmt.window_name(str(w.get("window", "?"))[:32], t)
-        pct = decimal_of(w.get("pct"))
-        shown = "?" if pct is None or not pct.is_finite() else f"{fmt.whole_pct(pct)} %"
-        parts.append(f"{name} {shown}")
-    return " · ".join(parts)
-
-
 def _ladder(specs: tuple[str, ...] | list[str], last: dict[str, Any] | None, t: Translator) -> str:
     data = last or {}
     return " · ".join(spec_text(s, {**data, "threshold_amount": None}, t) for s in specs)
@@ -222,7 +210,7 @@ def _key_text(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> str:
             "  " + t(LAST_FIGURE, figure=figure, when=local_time(last.get("measured_at"), tz))
         )
     if last and last.get("windows"):
-        figures = _window_figures(last, t)
+        figures = window_figures(last.get("windows"), t)
         when = local_time(last.get("measured_at"), tz)
         lines.append("  " + t(WINDOWS_LAST, figures=figures, when=when))
     return "\n".join(lines)

@@ -5,7 +5,7 @@ reset — SQLite and PostgreSQL, a fake Kimi Code over HTTP, a fake clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -260,3 +260,33 @@ async def test_a_window_climbing_near_a_rung_is_checked_more_often_but_bounded(r
     await rig.sweep(hours=1)
     st = await state(rig, key_id)
     assert st.next_check_at == st.checked_at + windows.MIN_GAP
+
+
+# -- the daily digest ----------------------------------------------------------------------
+
+
+async def test_the_daily_digest_shows_each_keys_windows(rig: Rig) -> None:
+    from bot.alerts import rules
+    from bot.handlers.alert_messages import render
+
+    plan = Plan(used=170, resets_at=rig.clock.now + FIVE_HOURS, weekly_used=2048)
+    await kimi(rig, "sk-kimi-digest000000000001", plan)
+    money = "sk-digestmoney00000000001"
+    await rig.add_key(USER, money, label="ds")
+    rig.balances.amounts[money] = "42.50"
+    await rig.sweep()
+    await rig.alerts.set_delivery(USER, digest=True)
+    assert await rig.digest.enqueue_due(rig.clock.now) == 1
+    [row] = [r for r in await rig.events(USER) if r.kind == rules.DIGEST]
+    kimi_entry = next(e for e in row.payload["keys"] if e["label"] == "kimi")
+    # only what the digest shows is queued: name, share, state per window
+    assert kimi_entry["windows"] == [
+        {"window": "5h", "pct": "85.0", "state": "ok"},
+        {"window": "weekly", "pct": "100.0", "state": "exhausted"},
+    ]
+    items = [i for i in await rig.outbox.claim(50) if i.kind == rules.DIGEST]
+    text, _ = render(items[0], rig.clock.now)
+    assert "• <b>kimi</b> <code>sk-…0001</code>: 5-hour 85 % · weekly used up · " in text
+    assert "• <b>ds</b> <code>sk-…0001</code>: $42.50 · " in text
+    zh, _ = render(replace(items[0], language="zh"), rig.clock.now)
+    assert ": 5 小时 85 % · 每周 已用完 · " in zh
