@@ -9,7 +9,8 @@ from typing import Any
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.providers._families import RelayFamily, family_from_status
 from bot.billing.providers._parse import api_root
-from bot.billing.providers.base import HttpClient, HttpReply, Match, Provider
+from bot.billing.providers.base import Match, Provider
+from bot.billing.reply import HttpClient, HttpReply
 
 RELAY_ID = "relay"
 

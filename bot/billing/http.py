@@ -34,7 +34,7 @@ from aiohttp.resolver import ThreadedResolver
 from httpx_aiohttp import AiohttpTransport
 
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.providers.base import HttpReply, parse_retry_after
+from bot.billing.reply import HttpReply, parse_retry_after
 from bot.billing.ssrf import GuardedResolver, check_request_url
 
 log = logging.getLogger(__name__)
