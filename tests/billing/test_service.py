@@ -91,20 +91,24 @@ async def test_unknown_provider_is_an_outcome() -> None:
 # -- concurrency ------------------------------------------------------------------------
 
 
-async def test_500_keys_with_100ms_latency_finish_fast(server) -> None:
+async def test_500_keys_with_100ms_latency_run_in_parallel(server) -> None:
+    """500 keys on one host run up to the per-host limit at once, not one after another.
+
+    Asserted on concurrency, not seconds (speed lives in the benchmark): a wall-clock bound
+    failed on a loaded CI machine although the checks ran exactly as designed.
+    """
     server.reply("/balance", json={"remaining": "1"})
     server.latency = 0.1
-    service = make_service(settings(test_echo=server.url))
+    service = make_service(settings(test_echo=server.url), trusted_host_limit=50)
     try:
-        started = time.monotonic()
         outcomes = await service.fetch_many([req(i) for i in range(500)])
-        elapsed = time.monotonic() - started
     finally:
         await service.aclose()
     assert len(outcomes) == 500 and all(o.ok for o in outcomes)
     assert [o.key_id for o in outcomes] == [f"id-{i}" for i in range(500)]
-    assert server.count() == 500
-    assert elapsed < 5.0, f"500 checks took {elapsed:.2f}s"
+    assert server.count() >= 500  # a slow answer under load may be retried, never lost
+    # Parallel up to the host's limit (test_per_host_limit_is_respected checks the cap).
+    assert server.peak_in_flight >= 25
 
 
 async def test_per_host_limit_is_respected(server) -> None:

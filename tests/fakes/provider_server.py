@@ -70,6 +70,8 @@ class FakeProviderServer:
         self.requests: list[SeenRequest] = []
         self.keep_requests = keep_requests  # False: count only (the benchmark's 100k checks)
         self.served = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0  # most requests being answered at once
         self.latency = 0.0  # added to every reply
         self._runner: web.AppRunner | None = None
 
@@ -136,7 +138,12 @@ class FakeProviderServer:
             )
         delay = reply.delay + self.latency
         if delay:
-            await asyncio.sleep(delay)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self.in_flight -= 1
         raw, ctype = reply.encode()
         headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-type"}
         return web.Response(
