@@ -63,6 +63,8 @@ class BotData:
         self.services: Services | None = None
         self.settings: Settings | None = None
         self.sender: Sender | None = None  # delivers the alert outbox (bot/jobs.py makes it)
+        # (chat id, message id) of answers a check is editing right now (bot/handlers/progress.py)
+        self.busy_messages: set[tuple[int, int]] = set()
 
 
 class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):

@@ -90,10 +90,13 @@ def schedule(app: Application[Any, Any, Any, Any, Any, Any], render: Render) -> 
 
 
 def stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    """Shutdown begins: the sweep and the sender finish what is under way, then stop."""
+    """Shutdown begins: the sweep and the sender finish what is under way, then stop;
+    answers still waiting for a late provider show what they have and end."""
     services = app.bot_data.services
     if services is not None and services.sweep is not None:
         services.sweep.request_stop()
+    if services is not None:
+        services.balances.abandon_all()  # /balance answers stop waiting for late providers
     sender = app.bot_data.sender
     if sender is not None:
         sender.stopping = True

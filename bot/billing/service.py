@@ -242,14 +242,21 @@ class BillingService:
                 out.append(self._internal_error(req, res))
         return out
 
-    async def fetch(self, req: KeyRequest, *, use_cache: bool = True) -> CheckOutcome:
-        """Check one key. Never raises for provider or network failures."""
+    async def fetch(
+        self, req: KeyRequest, *, use_cache: bool = True, fresh: bool = False
+    ) -> CheckOutcome:
+        """Check one key. Never raises for provider or network failures.
+
+        `fresh` is for a check the user asked for (/balance, "Check now", Refresh): never
+        a remembered result, but a check of the same key already under way is joined —
+        its answer is just as new. The answer is remembered for the next plain call.
+        """
         try:
             cache_key = self._cache_key(req)
         except BillingError as exc:
             return CheckOutcome(req.key_id, req.provider, error=exc)
         if use_cache:
-            cached = self._cache.get(cache_key)
+            cached = None if fresh else self._cache.get(cache_key)
             if cached is not None:
                 return replace(cached, key_id=req.key_id, from_cache=True)
             pending = self._inflight.get(cache_key)

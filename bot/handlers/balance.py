@@ -1,104 +1,234 @@
-"""/balance [label]: every key checked in parallel, one message that becomes the answer.
+"""/balance [label] and its 🔄 Refresh button: every key checked afresh, in parallel.
 
-If the answer is not there within a moment (nothing cached), "checking N keys…" is
-sent at once and later edited into the result, so the chat gets one message, not two.
-Long answers are split between keys; the first part replaces the "checking" message.
+The handler only starts the checks and returns, so the user's next command is never
+queued behind a slow provider; the answer is shown by a background task
+(bot/handlers/progress.py): fast keys at once, slow ones filled in by editing, the
+keys still outstanding after the deadline with their last known figure. Long answers
+are split between keys. The answer ends with the time it is "as of" and a Refresh
+button that checks the same keys again (within the manual-check limit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import math
 from collections.abc import Mapping, Sequence
 
-from telegram import Message, Update
-from telegram.ext import Application, CommandHandler, filters
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ChatType
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import BotContext
+from bot.handlers import callbacks
 from bot.handlers import format as fmt
 from bot.handlers.pace import pace_line
+from bot.handlers.progress import Rendered, Screen, Stage, follow
 from bot.i18n import N_
-from bot.services.balances import KeyReport
+from bot.services.balances import CheckRun
 from bot.services.history import Pace
-from bot.services.keys import match_label
+from bot.services.keys import KeyView, match_label
 
-QUICK_SECONDS = 0.6  # answers faster than this need no "checking…" message
+PREFIX = "bal"
 
 NO_KEYS = N_("You have no keys yet. Send /add to add one.")
 CHECKING = N_("⏳ Checking {n} keys…")
 CHECKING_ONE = N_("⏳ Checking your key…")
 UNKNOWN_LABEL = N_("No key named <b>{label}</b>. Your keys: {labels}")
 HEADER = N_("💰 <b>Balances</b>")
+HEADER_SO_FAR = N_("⏳ <b>Balances</b> · {done} of {total} keys so far")
 TOTALS = N_("<b>Total left</b>: {sums}")
-THROTTLED = N_("<i>Many checks in a short time: showing stored results.</i>")
+THROTTLED = N_(
+    "<i>Many checks in a short time: showing stored results. A new check is possible in {n} s.</i>"
+)
+STILL_CHECKING = N_("⏳ Still checking {labels}…")
+STILL_WAITING = N_(
+    "⏳ Still waiting for {labels}: the last known figure is shown. "
+    "This message updates when the answer arrives."
+)
+NO_ANSWER_IN_TIME = N_("No answer from {labels} in time: the last known figure is shown.")
+WAITING = N_("⏳ no answer yet")
+NOTHING_KNOWN = N_("nothing known yet")
+AS_OF = N_("<i>as of {time}</i>")
+REFRESH = N_("🔄 Refresh")
+REFRESHING = N_("🔄 Checking again…")
+TOO_SOON = N_("⏳ Many checks in a short time. Try again in {n} s.")
+ALREADY = N_("⏳ Already checking, one moment.")
+GONE = N_("This key was not found. It may have been deleted.")
+EXPIRED = N_("This button has expired.")
+
+
+# -- the command ----------------------------------------------------------------------------
 
 
 async def balance(update: Update, context: BotContext) -> None:
     message = update.effective_message
     user = update.effective_user
     assert message is not None and user is not None
+    started = asyncio.get_running_loop().time()
     services = context.services
     keys = await services.keys.list(user.id)
     if not keys:
         await message.reply_text(context.t(NO_KEYS))
         return
-    labels: list[str] | None = None
+    key_ids: list[str] | None = None
     if context.args:
         wanted = " ".join(context.args).strip()
         found = match_label([k.label for k in keys], wanted)
         if found is None:
             names = ", ".join(f"<code>{html.escape(k.label)}</code>" for k in keys)
-            await message.reply_text(
-                context.t(UNKNOWN_LABEL, label=html.escape(wanted[:64]), labels=names)
-            )
+            await message.reply_text(context.t(UNKNOWN_LABEL, label=fmt.clip(wanted), labels=names))
             return
-        labels = [found]
-    count = 1 if labels else len(keys)
-    task = asyncio.create_task(services.balances.check_user(user.id, labels))
-    done, _ = await asyncio.wait({task}, timeout=QUICK_SECONDS)
-    placeholder: Message | None = None
-    if not done:
-        text = context.t(CHECKING, n=count) if count > 1 else context.t(CHECKING_ONE)
-        placeholder = await message.reply_text(text)
-    reports = await task
-    paces = await services.history.paces(user.id, [r.key.id for r in reports if r.ok])
-    chunks = render(reports, fmt.View.make(context.lang, context.timezone, context.now()), paces)
-    await deliver(message, chunks, placeholder)
+        key_ids = [k.id for k in keys if k.label == found]
+    run = await services.balances.begin(user.id, key_ids=key_ids)
+    screen = Screen(context.bot, message.chat_id)
+    # The slow part runs on its own: this handler returns, the chat stays responsive.
+    context.application.create_task(
+        follow(run, screen, renderer(context, key_ids), started=started), update=update
+    )
 
 
-def render(
-    reports: Sequence[KeyReport], view: fmt.View, paces: Mapping[str, Pace] | None = None
-) -> list[str]:
-    """The reply as message-sized chunks: header, one block per key, totals, notes."""
+def renderer(context: BotContext, key_ids: Sequence[str] | None):  # type: ignore[no-untyped-def]
+    """The answer's look at each stage, for this user (language, zone, clock)."""
+    scope = key_ids[0] if key_ids else None
+    history = context.services.history
+
+    async def render(run: CheckRun, stage: Stage) -> Rendered:
+        view = fmt.View.make(context.lang, context.timezone, context.now())
+        paces: Mapping[str, Pace] = {}
+        if stage is not Stage.PROGRESS:
+            ok = [r.key.id for r in run.reports() if r.ok]
+            paces = await history.paces(run.keys[0].owner_id, ok) if ok else {}
+        return render_run(run, stage, view, scope=scope, paces=paces)
+
+    return render
+
+
+def render_run(
+    run: CheckRun,
+    stage: Stage,
+    view: fmt.View,
+    *,
+    scope: str | None = None,
+    paces: Mapping[str, Pace] | None = None,
+) -> tuple[list[str], InlineKeyboardMarkup | None]:
+    """The answer as message-sized chunks, and the Refresh button once it is final.
+
+    A key's pace line (bot/handlers/pace.py) follows its figure where history has one.
+    """
     t = view.t
     paces = paces or {}
-    blocks = [
-        fmt.report_block(r, view)
-        + (f"\n{pace_line(paces[r.key.id], view)}" if r.ok and r.key.id in paces else "")
-        for r in reports
-    ]
+    reports = run.reports()
+    pending = run.pending()
+    if stage is Stage.PROGRESS and not reports:
+        n = len(run.keys)
+        return [t(CHECKING, n=n) if n > 1 else t(CHECKING_ONE)], None
+    blocks: list[str] = []
+    for key in run.keys:
+        report = run.report(key.id)
+        if report is not None:
+            block = fmt.report_block(report, view)
+            if report.ok and key.id in paces:
+                block += "\n" + pace_line(paces[key.id], view)
+            blocks.append(block)
+        elif stage is not Stage.PROGRESS:
+            blocks.append(waiting_block(key, run, view))
+    waiting = ", ".join(f"<b>{html.escape(k.label)}</b>" for k in pending)
     footer: list[str] = []
-    sums = fmt.totals(reports)
-    if len(reports) > 1 and sums:
-        parts = " · ".join(f"<b>{fmt.money(v, code, t)}</b>" for code, v in sorted(sums.items()))
-        footer.append(t(TOTALS, sums=parts))
-    if any(not r.fresh for r in reports):
-        footer.append(t(THROTTLED))
-    items = [t(HEADER), *blocks]
+    if stage is Stage.PROGRESS:
+        head = t(HEADER_SO_FAR, done=len(reports), total=len(run.keys))
+        footer.append(t(STILL_CHECKING, labels=waiting))
+    else:
+        head = t(HEADER)
+        if stage is Stage.OVERDUE:
+            footer.append(t(STILL_WAITING, labels=waiting))
+        elif pending:
+            footer.append(t(NO_ANSWER_IN_TIME, labels=waiting))
+        sums = fmt.totals(reports)
+        if not pending and len(reports) > 1 and sums:
+            parts = " · ".join(
+                f"<b>{fmt.money(v, code, t)}</b>" for code, v in sorted(sums.items())
+            )
+            footer.append(t(TOTALS, sums=parts))
+        if run.throttled:
+            footer.append(t(THROTTLED, n=math.ceil(run.retry_in)))
+        else:
+            footer.append(t(AS_OF, time=fmt.clock_time(run.started_at, view)))
+    items = [head, *blocks]
     if footer:
         items.append("\n".join(footer))
-    return fmt.pack(items)
+    markup = refresh_markup(view, scope) if stage is Stage.FINAL else None
+    return fmt.pack(items), markup
 
 
-async def deliver(message: Message, chunks: Sequence[str], placeholder: Message | None) -> None:
-    first, rest = chunks[0], chunks[1:]
-    if placeholder is not None:
-        await placeholder.edit_text(first)
+def waiting_block(key: KeyView, run: CheckRun, view: fmt.View) -> str:
+    """A key whose provider has not answered: its last known figure, with its age."""
+    t = view.t
+    status = run.stored.get(key.id)
+    lines = [fmt.title_line("⏳", key.label, key.provider, t), t(WAITING)]
+    if status is not None and status.last_result is not None and status.last_ok_at is not None:
+        figure = fmt.short_figure(status.last_result, t)
+        age = fmt.age(status.last_ok_at, view.now, t)
+        lines.append(t(fmt.T_LAST_KNOWN, figure=figure, age=age))
     else:
-        await message.reply_text(first)
-    for chunk in rest:
-        await message.get_bot().send_message(message.chat_id, chunk)
+        lines.append(t(NOTHING_KNOWN))
+    return "\n".join(lines)
+
+
+def refresh_markup(view: fmt.View, scope: str | None) -> InlineKeyboardMarkup:
+    data = callbacks.encode(PREFIX, "r", scope) if scope else callbacks.encode(PREFIX, "r")
+    return InlineKeyboardMarkup([[InlineKeyboardButton(view.t(REFRESH), callback_data=data)]])
+
+
+# -- the Refresh button ---------------------------------------------------------------------
+
+
+async def on_refresh(update: Update, context: BotContext) -> None:
+    """Check the same keys again and edit the pressed answer; the limit is said, not hit."""
+    query, user = update.callback_query, update.effective_user
+    assert query is not None and user is not None
+    t = context.t
+    started = asyncio.get_running_loop().time()
+    cb = callbacks.decode(query.data, PREFIX)
+    message = query.message
+    chat = update.effective_chat
+    if (
+        cb is None
+        or cb.action != "r"
+        or len(cb.args) > 1
+        or not isinstance(message, Message)
+        or chat is None
+        or chat.type != ChatType.PRIVATE
+    ):
+        await query.answer(t(EXPIRED))
+        return
+    busy = context.bot_data.busy_messages
+    where = (message.chat_id, message.message_id)
+    if where in busy:
+        await query.answer(t(ALREADY))
+        return
+    key_ids = [cb.arg(0)] if cb.args else None
+    # Scoped by the presser's id: a forged or another user's key id finds nothing.
+    run = await context.services.balances.begin(user.id, key_ids=key_ids)
+    if not run.keys:
+        await query.answer(t(GONE if key_ids else NO_KEYS), show_alert=True)
+        return
+    if run.throttled:
+        await query.answer(t(TOO_SOON, n=math.ceil(run.retry_in)), show_alert=True)
+        return
+    await query.answer(t(REFRESHING))
+    busy.add(where)
+
+    async def refresh() -> None:
+        try:
+            screen = Screen(context.bot, message.chat_id, [message])
+            await follow(run, screen, renderer(context, key_ids), started=started)
+        finally:
+            busy.discard(where)
+
+    context.application.create_task(refresh(), update=update)
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("balance", balance, filters=filters.UpdateType.MESSAGE))
+    app.add_handler(CallbackQueryHandler(on_refresh, pattern=callbacks.pattern(PREFIX)))

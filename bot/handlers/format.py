@@ -130,6 +130,17 @@ def visible_len(markup: str) -> int:
     return utf16_len(html.unescape(_TAG.sub("", markup)))
 
 
+ECHO_CHARS = 64  # user input echoed back is cut here, with an ellipsis
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """User input echoed in a reply: at most `limit` characters (… when cut), escaped."""
+    text = text.strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return html.escape(text, quote=False)
+
+
 # -- numbers ------------------------------------------------------------------------------
 
 
@@ -215,6 +226,14 @@ def age(when: datetime, now: datetime, t: Translator) -> str:
     if seconds < 86400:
         return t(T_HOURS_AGO, n=seconds // 3600)
     return t(T_DAYS_AGO, n=seconds // 86400)
+
+
+def clock_time(when: datetime, view: View) -> str:
+    """`14:02` in the user's zone; with the date when it is not today there."""
+    local = when.astimezone(view.tz)
+    if local.date() == view.now.astimezone(view.tz).date():
+        return local.strftime("%H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")
 
 
 def days_left(expires_at: datetime, now: datetime, tz: ZoneInfo) -> int:

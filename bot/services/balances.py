@@ -3,16 +3,19 @@
 A failed check is only useful next to the last figure that worked, so each outcome
 is recorded in `key_status`; each new successful reading also becomes a row in
 `balance_snapshots` (the alerts feature forecasts burn rate from them). Manual checks
+ask the providers afresh (no remembered result: the user may just have topped up) and
 are rate-limited per user (docs/security.md §T13): past the limit the stored results are
 served instead, with their age, and no provider is contacted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -248,6 +251,114 @@ class ManualCheckLimiter:
         hits.append(now)
         return True
 
+    def retry_in(self, user_id: int) -> float:
+        """Seconds until `allow` says yes again for this user (0 if it would now)."""
+        hits = self._hits.get(user_id)
+        if not hits or len(hits) < self.limit:
+            return 0.0
+        return max(0.0, hits[0] + self.window - self._clock())
+
+
+# -- a check under way ---------------------------------------------------------------------
+
+
+class CheckRun:
+    """Some keys' checks under way: reports arrive one by one as providers answer.
+
+    The UI shows what it has when it likes (`reports`, `pending`), waits for news
+    (`wait`), and may stop waiting (`abandon`): a key still pending then has only its
+    stored status. One slow provider never holds the others' answers back.
+    """
+
+    def __init__(
+        self, keys: Sequence[KeyView], stored: Mapping[str, StoredStatus], started_at: datetime
+    ) -> None:
+        self.keys = list(keys)
+        self.stored = dict(stored)
+        self.started_at = started_at  # every fresh figure was read at or after this
+        self.throttled = False  # over the manual-check limit: stored reports only
+        self.retry_in = 0.0  # …and a new check is allowed in this many seconds
+        self._reports: dict[str, KeyReport] = {}
+        self._tasks: dict[str, asyncio.Task[KeyReport]] = {}
+        self._changed = asyncio.Event()
+
+    def start(self, key_id: str, check: Coroutine[Any, Any, KeyReport]) -> None:
+        task = asyncio.ensure_future(check)
+        self._tasks[key_id] = task
+        task.add_done_callback(lambda t: self._finished(key_id, t))
+
+    def settle(self, report: KeyReport) -> None:
+        self._reports[report.key.id] = report
+        self._changed.set()
+
+    def _finished(self, key_id: str, task: asyncio.Task[KeyReport]) -> None:
+        if self._tasks.get(key_id) is not task:
+            return  # already harvested
+        del self._tasks[key_id]
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is None:
+                self._reports[key_id] = task.result()
+            else:  # a bug below (storage, a provider): this key failed, not the whole run
+                log.error("balance check failed with %s", type(exc).__name__)
+                key = next(k for k in self.keys if k.id == key_id)
+                status = self.stored.get(key_id)
+                self._reports[key_id] = KeyReport(
+                    key,
+                    error=ErrorKind.PROVIDER_ERROR,
+                    last_known=status.last_result if status else None,
+                    last_known_at=status.last_ok_at if status else None,
+                )
+        self._changed.set()
+
+    def _harvest(self) -> None:
+        for key_id, task in list(self._tasks.items()):
+            if task.done():
+                self._finished(key_id, task)
+
+    @property
+    def done(self) -> bool:
+        self._harvest()
+        return not self._tasks
+
+    def reports(self) -> list[KeyReport]:
+        """The reports so far, in key order."""
+        self._harvest()
+        return [self._reports[k.id] for k in self.keys if k.id in self._reports]
+
+    def report(self, key_id: str) -> KeyReport | None:
+        self._harvest()
+        return self._reports.get(key_id)
+
+    def pending(self) -> list[KeyView]:
+        """Keys without an answer yet, in key order."""
+        self._harvest()
+        return [k for k in self.keys if k.id not in self._reports]
+
+    async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Until a report arrives (or timeout). True when nothing is pending any more."""
+        if not self.done and timeout is not None and timeout <= 0:
+            return False
+        if not self.done:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+        self._changed.clear()
+        return self.done
+
+    async def wait_all(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Until every check has answered (or timeout). True when nothing is pending."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+        return self.done
+
+    def abandon(self) -> None:
+        """Stop waiting: the checks still under way are cancelled (and not recorded)."""
+        for task in list(self._tasks.values()):
+            task.cancel()
+
 
 # -- the service --------------------------------------------------------------------------
 
@@ -265,25 +376,77 @@ class BalanceService:
         self.keys = keys
         self.billing = billing
         self.limiter = limiter or ManualCheckLimiter()
+        self._runs: weakref.WeakSet[CheckRun] = weakref.WeakSet()
 
     async def check_user(
         self, owner_id: int, labels: Iterable[str] | None = None, *, manual: bool = True
     ) -> list[KeyReport]:
         """Check the owner's keys (or those with these labels) in parallel, in list order."""
-        wanted = None if labels is None else set(labels)
-        pairs = await self.keys.requests(owner_id)
-        if wanted is not None:
-            pairs = [(k, r) for k, r in pairs if k.label in wanted]
-        return await self._check(owner_id, pairs, manual=manual)
+        run = await self.begin(owner_id, labels=labels, manual=manual)
+        await run.wait_all()
+        return run.reports()
 
     async def check_key(
         self, owner_id: int, key_id: str, *, manual: bool = True
     ) -> KeyReport | None:
         """One key, by id, scoped to its owner; None if the owner has no such key."""
-        pairs = await self.keys.requests(owner_id, [key_id])
+        run = await self.begin(owner_id, key_ids=[key_id], manual=manual)
+        await run.wait_all()
+        reports = run.reports()
+        return reports[0] if reports else None
+
+    async def begin(
+        self,
+        owner_id: int,
+        *,
+        labels: Iterable[str] | None = None,
+        key_ids: Sequence[str] | None = None,
+        manual: bool = True,
+    ) -> CheckRun:
+        """Start checking the owner's keys (all, or those with these labels or ids).
+
+        Returns at once with what storage knows; each check's report arrives in the
+        run as soon as its provider answers, and is recorded then. A manual check asks
+        the providers afresh (no remembered result) unless the user is over the
+        manual-check limit: then the run is `throttled` and holds stored reports only.
+        """
+        pairs = await self.keys.requests(owner_id, key_ids)
+        if labels is not None:
+            wanted = set(labels)
+            pairs = [(k, r) for k, r in pairs if k.label in wanted]
+        stored = await self.statuses(owner_id, [k.id for k, _ in pairs]) if pairs else {}
+        run = CheckRun([k for k, _ in pairs], stored, self.db.clock())
         if not pairs:
-            return None
-        return (await self._check(owner_id, pairs, manual=manual))[0]
+            return run
+        if manual and not self.limiter.allow(owner_id):
+            run.throttled = True
+            run.retry_in = self.limiter.retry_in(owner_id)
+            for key, req in pairs:
+                run.settle(stored_report(key, stored.get(key.id), readable=req is not None))
+            return run
+        for key, req in pairs:
+            if req is None:
+                err = BillingError(ErrorKind.UNREADABLE, "cannot decrypt")
+                outcome = CheckOutcome(key.id, key.provider, error=err)
+                await self.record(owner_id, [outcome])
+                run.settle(_report(key, outcome, stored.get(key.id), self.db.clock()))
+            else:
+                run.start(key.id, self._one(owner_id, key, req, stored.get(key.id), fresh=manual))
+        self._runs.add(run)
+        return run
+
+    async def _one(
+        self,
+        owner_id: int,
+        key: KeyView,
+        req: KeyRequest,
+        status: StoredStatus | None,
+        *,
+        fresh: bool,
+    ) -> KeyReport:
+        outcome = await self.billing.fetch(req, fresh=fresh)
+        await self.record(owner_id, [outcome])
+        return _report(key, outcome, status, self.db.clock())
 
     async def statuses(
         self, owner_id: int, key_ids: Sequence[str] | None = None
@@ -296,34 +459,10 @@ class BalanceService:
             rows = (await s.scalars(stmt)).all()
         return {r.key_id: StoredStatus.of(r) for r in rows}
 
-    async def _check(
-        self,
-        owner_id: int,
-        pairs: Sequence[tuple[KeyView, KeyRequest | None]],
-        *,
-        manual: bool,
-    ) -> list[KeyReport]:
-        if not pairs:
-            return []
-        ids = [k.id for k, _ in pairs]
-        stored = await self.statuses(owner_id, ids)
-        if manual and not self.limiter.allow(owner_id):
-            return [stored_report(k, stored.get(k.id), readable=r is not None) for k, r in pairs]
-        readable = [r for _, r in pairs if r is not None]
-        outcomes = {o.key_id: o for o in await self.billing.fetch_many(readable)}
-        now = self.db.clock()
-        reports: list[KeyReport] = []
-        record: list[CheckOutcome] = []
-        for key, req in pairs:
-            if req is None:
-                err = BillingError(ErrorKind.UNREADABLE, "cannot decrypt")
-                outcome = CheckOutcome(key.id, key.provider, error=err)
-            else:
-                outcome = outcomes[key.id]
-            record.append(outcome)
-            reports.append(_report(key, outcome, stored.get(key.id), now))
-        await self.record(owner_id, record)
-        return reports
+    def abandon_all(self) -> None:
+        """Shutdown begins: stop waiting for late answers (each run then ends at once)."""
+        for run in list(self._runs):
+            run.abandon()
 
     async def record(self, owner_id: int, outcomes: Sequence[CheckOutcome]) -> None:
         """Store these outcomes (also for /add's first check and the alert scheduler).

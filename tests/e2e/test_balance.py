@@ -11,6 +11,7 @@ from bot.secret import Secret
 from bot.storage.models import KeyStatus
 from tests.e2e.harness import RunningBot, running_bot
 from tests.fakes.provider_server import Reply
+from tests.fakes.telegram_api import BotMessage, button_data
 
 DEEPSEEK = {
     "is_available": True,
@@ -96,6 +97,14 @@ async def prime_failing(bot: RunningBot, uid: int, key_id: str, hours_ago: float
         )
 
 
+def answered(message: BotMessage) -> bool:
+    return (message.text or "").startswith("💰")
+
+
+def final_answer(message: BotMessage) -> bool:
+    return "as of" in (message.text or "") or "stored results" in (message.text or "")
+
+
 async def test_balance_all_providers_one_edited_message(make_settings) -> None:
     async with running_bot(make_settings) as bot:
         ann = bot.tg.user(2001, "Ann", language_code="en")
@@ -104,12 +113,14 @@ async def test_balance_all_providers_one_edited_message(make_settings) -> None:
         await prime_failing(bot, ann.id, ids["moon"])
         await bot.tg.send(ann, "/balance")
         first = await bot.tg.wait_for_reply(ann)
-        assert "Checking 7 keys" in first.text
-        final = await bot.tg.wait_for_reply(ann, timeout=10)
-        # One message: the "checking" message was edited into the result.
+        # Fast keys show at once; the slow ones fill in by editing the same message.
+        assert "5 of 7 keys so far" in first.text and "¥110.00 left" in first.text
+        assert "Still checking kimi, sf-slow" in first.text
+        final = await bot.tg.wait_for_reply(ann, timeout=10, predicate=final_answer)
         assert final.message_id == first.message_id and final.edited
         assert len(bot.tg.messages(ann.id)) == 1
-        assert len(bot.tg.calls_to("editMessageText")) == 1
+        assert 1 <= len(bot.tg.calls_to("editMessageText")) <= 2
+        assert [b.text for b in final.buttons()] == ["🔄 Refresh"]
         text = final.text
         assert "ds-main · DeepSeek\n¥110.00 left" in text
         assert "router · OpenRouter\n$74.50 left\nused $25.50 of $100.00" in text
@@ -166,7 +177,7 @@ async def test_split_at_key_boundaries(make_settings, monkeypatch) -> None:
         # Real limit: 20 keys with 32-character labels fit in one message.
         await bot.tg.send(ann, "/balance")
         await bot.tg.wait_for_reply(ann)  # "checking"
-        whole = await bot.tg.wait_for_reply(ann, timeout=10)
+        whole = await bot.tg.wait_for_reply(ann, timeout=10, predicate=final_answer)
         assert whole.edited and whole.text.count("¥110.00 left") == 20
         assert len(whole.text) <= 4096
         # A smaller limit forces a split: first chunk edited in, the rest sent after it.
@@ -175,14 +186,15 @@ async def test_split_at_key_boundaries(make_settings, monkeypatch) -> None:
         await bot.tg.send(ann, "/balance")
         placeholder = await bot.tg.wait_for_reply(ann)
         assert "Checking 20 keys" in placeholder.text
-        first = await bot.tg.wait_for_reply(ann, timeout=10)
+        await bot.tg.wait_for_reply(ann, timeout=10, predicate=final_answer)
+        await bot.tg.assert_no_reply(ann, within=1.0)
+        chunks = [
+            m
+            for m in bot.tg.messages(ann.id)
+            if m.message_id >= placeholder.message_id and not m.deleted
+        ]
+        first = chunks[0]
         assert first.message_id == placeholder.message_id and first.edited
-        chunks = [first]
-        while True:
-            try:
-                chunks.append(await bot.tg.wait_for_reply(ann, timeout=1))
-            except AssertionError:
-                break
         assert len(chunks) >= 3
         assert all(len(c.text) <= 400 for c in chunks)
         blocks = "\n\n".join(c.text for c in chunks)
@@ -248,9 +260,7 @@ async def test_balance_in_chinese(make_settings) -> None:
         script_all(bot, relay_expires=noon_in(12), slow=0)
         await prime_failing(bot, li.id, ids["moon"])
         await bot.tg.send(li, "/balance")
-        reply = await bot.tg.wait_for_reply(li, timeout=10)
-        if "正在查询" in reply.text:
-            reply = await bot.tg.wait_for_reply(li, timeout=10)
+        reply = await bot.tg.wait_for_reply(li, timeout=10, predicate=lambda m: "截至" in m.text)
         text = reply.text
         assert text.startswith("💰 余额")
         assert "剩余 ¥110.00" in text
@@ -259,3 +269,73 @@ async def test_balance_in_chinese(make_settings) -> None:
         assert "本月已消费 $11.24" in text
         assert "上次查询：¥49.59，2 小时前" in text
         assert "合计剩余：¥198.88 · $76.48" in text
+
+
+def deepseek_usd(amount: str) -> dict[str, Any]:
+    return {"is_available": True, "balance_infos": [{"currency": "USD", "total_balance": amount}]}
+
+
+async def test_balance_right_after_a_top_up_shows_the_new_figure_and_its_time(
+    make_settings,
+) -> None:
+    """Issue 12 item 1: an explicit check bypasses the 30 s result cache."""
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(2009, "Ann")
+        await add(bot, ann.id, "sk-deepseek0123456789abcdef", "deepseek", "ds")
+        bot.providers.script(
+            "/user/balance",
+            [Reply(200, json=deepseek_usd("25")), Reply(200, json=deepseek_usd("40"))],
+        )
+        await bot.tg.send(ann, "/balance")
+        before = await bot.tg.wait_for_reply(ann, predicate=answered)
+        assert "$25.00 left" in before.text
+        await bot.tg.send(ann, "/balance")  # topped up meanwhile, within the cache's 30 s
+        after = await bot.tg.wait_for_reply(ann, predicate=answered)
+        assert "$40.00 left" in after.text
+        now = datetime.now(UTC).strftime("%H:%M")
+        assert after.text.endswith(f"as of {now}") or "as of" in after.text.splitlines()[-1]
+        await bot.tg.send(ann, "/keys")
+        listing = await bot.tg.wait_for_reply(ann)
+        assert "$40.00 · just now" in listing.text
+        assert bot.providers.count("/user/balance") == 2
+
+
+async def test_refresh_checks_the_same_keys_again_within_the_limit(make_settings) -> None:
+    from bot.services.balances import ManualCheckLimiter
+
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(2010, "Ann")
+        await add(bot, ann.id, "sk-deepseek0123456789abcdef", "deepseek", "ds")
+        await add(bot, ann.id, "sk-moonshot0123456789abcdefgh", "moonshot", "kimi")
+        bot.providers.reply("/v1/users/me/balance", json=MOONSHOT)
+        bot.providers.script(
+            "/user/balance",
+            [Reply(200, json=deepseek_usd("25")), Reply(200, json=deepseek_usd("40"))],
+        )
+        await bot.tg.send(ann, "/balance ds")  # one key: Refresh checks that key only
+        answer = await bot.tg.wait_for_reply(ann, predicate=final_answer)
+        assert "$25.00 left" in answer.text and "kimi" not in answer.text
+        qid = await bot.tg.press(ann, answer.message_id, button_data(answer, "Refresh"))
+        assert (await bot.tg.wait_for_answer(qid)).text == "🔄 Checking again…"
+        again = await bot.tg.wait_for_reply(ann, predicate=final_answer)
+        assert again.message_id == answer.message_id and again.edited
+        assert "$40.00 left" in again.text and "kimi" not in again.text
+        assert bot.providers.count("/v1/users/me/balance") == 0
+        # Over the manual-check limit: a clear answer, and the figures stay as they were.
+        bot.services.balances.limiter = ManualCheckLimiter(limit=1)
+        assert bot.services.balances.limiter.allow(ann.id)
+        qid = await bot.tg.press(ann, answer.message_id, button_data(answer, "Refresh"))
+        toast = await bot.tg.wait_for_answer(qid)
+        assert toast.show_alert and toast.text is not None
+        assert "Many checks in a short time. Try again in" in toast.text
+        await bot.tg.assert_no_reply(ann, within=0.8)
+        assert bot.providers.count("/user/balance") == 2
+        # Another user's forged Refresh for Ann's key finds nothing.
+        bob = bot.tg.user(2011, "Bob")
+        await add(bot, bob.id, "sk-deepseek9123456789abcdef", "deepseek", "bob")
+        await bot.tg.send(bob, "/balance")
+        bobs = await bot.tg.wait_for_reply(bob, predicate=final_answer)
+        [ann_key] = [k for k in await bot.services.keys.list(ann.id) if k.label == "ds"]
+        qid = await bot.tg.press(bob, bobs.message_id, f"bal:r:{ann_key.id}", strict=False)
+        assert "not found" in ((await bot.tg.wait_for_answer(qid)).text or "")
+        assert bot.tg.errors == []

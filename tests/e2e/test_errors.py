@@ -24,7 +24,7 @@ async def test_handler_crash_is_logged_redacted_and_apologised(
             secret = Secret(CANARY)  # a decrypted key in the frame's locals
             raise RuntimeError(f"boom while checking {secret.reveal()} for {owner_id}")
 
-        monkeypatch.setattr(type(bot.services.balances), "check_user", explode)
+        monkeypatch.setattr(type(bot.services.balances), "begin", explode)
         await bot.tg.send(ann, "/balance")
         reply = await bot.tg.wait_for_reply(ann, predicate=lambda m: "went wrong" in m.text)
         assert "boom" not in reply.text and "RuntimeError" not in reply.text

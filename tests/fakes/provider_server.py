@@ -153,7 +153,9 @@ class FakeProviderServer:
     async def start(self) -> FakeProviderServer:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A client that gives up (a check cancelled at shutdown) ends its request here too,
+        # so stopping the server never waits for a scripted delay nobody listens to.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()

@@ -81,11 +81,23 @@ async def test_success_then_failure_keeps_last_known(env: Env) -> None:
 async def test_cached_reading_adds_no_second_snapshot(env: Env) -> None:
     env.providers.reply("/user/balance", json=OK)
     await env.keys.add(1, Secret("sk-deepseek0123456789abcdef"), "deepseek", label="ds")
-    await env.balances.check_user(1)
-    [again] = await env.balances.check_user(1)
+    await env.balances.check_user(1, manual=False)
+    [again] = await env.balances.check_user(1, manual=False)
     assert again.from_cache
     assert env.providers.count("/user/balance") == 1
     assert await count(env.db, BalanceSnapshot) == 1
+
+
+async def test_a_manual_check_asks_the_provider_afresh(env: Env) -> None:
+    """/balance right after a top-up shows the new figure, not the 30 s cache's."""
+    low = {"is_available": True, "balance_infos": [{"currency": "CNY", "total_balance": "25"}]}
+    env.providers.script("/user/balance", [Reply(200, json=low), Reply(200, json=OK)])
+    await env.keys.add(1, Secret("sk-deepseek0123456789abcdef"), "deepseek", label="ds")
+    [first] = await env.balances.check_user(1)
+    [again] = await env.balances.check_user(1)
+    assert first.result is not None and first.result.remaining == Decimal("25")
+    assert again.result is not None and again.result.remaining == Decimal("12.30")
+    assert not again.from_cache and env.providers.count("/user/balance") == 2
 
 
 async def test_scoped_by_owner_and_labels(env: Env) -> None:
