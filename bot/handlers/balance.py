@@ -23,11 +23,11 @@ from bot.context import BotContext
 from bot.handlers import callbacks
 from bot.handlers import format as fmt
 from bot.handlers.pace import pace_line
-from bot.handlers.progress import Rendered, Screen, Stage, follow
+from bot.handlers.progress import ALREADY, TOO_SOON, Rendered, Screen, Stage, follow
 from bot.i18n import N_
 from bot.services.balances import CheckRun
 from bot.services.history import Pace
-from bot.services.keys import KeyView, match_label
+from bot.services.keys import match_label
 
 PREFIX = "bal"
 
@@ -47,13 +47,9 @@ STILL_WAITING = N_(
     "This message updates when the answer arrives."
 )
 NO_ANSWER_IN_TIME = N_("No answer from {labels} in time: the last known figure is shown.")
-WAITING = N_("⏳ no answer yet")
-NOTHING_KNOWN = N_("nothing known yet")
 AS_OF = N_("<i>as of {time}</i>")
 REFRESH = N_("🔄 Refresh")
 REFRESHING = N_("🔄 Checking again…")
-TOO_SOON = N_("⏳ Many checks in a short time. Try again in {n} s.")
-ALREADY = N_("⏳ Already checking, one moment.")
 GONE = N_("This key was not found. It may have been deleted.")
 EXPIRED = N_("This button has expired.")
 
@@ -132,7 +128,7 @@ def render_run(
                 block += "\n" + pace_line(paces[key.id], view)
             blocks.append(block)
         elif stage is not Stage.PROGRESS:
-            blocks.append(waiting_block(key, run, view))
+            blocks.append(fmt.waiting_block(key, run.stored.get(key.id), view))
     waiting = ", ".join(f"<b>{html.escape(k.label)}</b>" for k in pending)
     footer: list[str] = []
     if stage is Stage.PROGRESS:
@@ -159,20 +155,6 @@ def render_run(
         items.append("\n".join(footer))
     markup = refresh_markup(view, scope) if stage is Stage.FINAL else None
     return fmt.pack(items), markup
-
-
-def waiting_block(key: KeyView, run: CheckRun, view: fmt.View) -> str:
-    """A key whose provider has not answered: its last known figure, with its age."""
-    t = view.t
-    status = run.stored.get(key.id)
-    lines = [fmt.title_line("⏳", key.label, key.provider, t), t(WAITING)]
-    if status is not None and status.last_result is not None and status.last_ok_at is not None:
-        figure = fmt.short_figure(status.last_result, t)
-        age = fmt.age(status.last_ok_at, view.now, t)
-        lines.append(t(fmt.T_LAST_KNOWN, figure=figure, age=age))
-    else:
-        lines.append(t(NOTHING_KNOWN))
-    return "\n".join(lines)
 
 
 def refresh_markup(view: fmt.View, scope: str | None) -> InlineKeyboardMarkup:

@@ -20,7 +20,8 @@ from bot.billing.errors import ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
 from bot.billing.registry import default_registry, title_of
 from bot.i18n import N_, Translator, translator
-from bot.services.balances import KeyReport
+from bot.services.balances import KeyReport, StoredStatus
+from bot.services.keys import KeyView
 
 MAX_MESSAGE = 4096  # Telegram's limit, counted after entity parsing
 
@@ -69,6 +70,8 @@ T_NO_EXPIRY = N_("no expiry")
 T_EXPIRY_UNKNOWN = N_("expiry unknown")
 T_LAST_KNOWN = N_("last known: {figure}, {age}")
 T_CHECKED = N_("checked {age}")
+T_WAITING = N_("⏳ no answer yet")
+T_NOTHING_KNOWN = N_("nothing known yet")
 T_JUST_NOW = N_("just now")
 T_SECONDS_AGO = N_("{n} s ago")
 T_MINUTES_AGO = N_("{n} min ago")
@@ -123,6 +126,11 @@ def utf16_len(text: str) -> int:
 
 
 _TAG = re.compile(r"<[^>]*>")
+
+
+def plain(markup: str) -> str:
+    """The text without tags and entities, for places that show no markup (toasts)."""
+    return html.unescape(_TAG.sub("", markup))
 
 
 def visible_len(markup: str) -> int:
@@ -586,14 +594,18 @@ def title_line(status: str, label: str, provider_id: str, t: Translator | None =
     return f"{status} <b>{html.escape(label)}</b> · {title}"
 
 
-def report_block(report: KeyReport, v: View) -> str:
-    """A few short lines for one key: title, figure(s), expiry or the failure."""
+def report_block(report: KeyReport, v: View, *, dated: bool = False) -> str:
+    """A few short lines for one key: title, figure(s), expiry or the failure.
+
+    A stored (not fresh) figure always says when it was checked; `dated` says it for
+    a fresh one too (the key card, which has no "as of" line).
+    """
     key = report.key
     if report.result is not None:
         result = report.result
         lines = [title_line(mark(result, v.now), key.label, key.provider, v.t)]
         lines += detail_lines(result, v.now, v.tz, v.t)
-        if not report.fresh and report.checked_at is not None:
+        if (dated or not report.fresh) and report.checked_at is not None:
             lines.append(f"<i>{v.t(T_CHECKED, age=age(report.checked_at, v.now, v.t))}</i>")
         return "\n".join(lines)
     kind = report.error or ErrorKind.PROVIDER_ERROR
@@ -604,8 +616,19 @@ def report_block(report: KeyReport, v: View) -> str:
     if report.last_known is not None and report.last_known_at is not None:
         figure = short_figure(report.last_known, v.t)
         lines.append(v.t(T_LAST_KNOWN, figure=figure, age=age(report.last_known_at, v.now, v.t)))
-    if not report.fresh and report.checked_at is not None:
+    if (dated or not report.fresh) and report.checked_at is not None:
         lines.append(f"<i>{v.t(T_CHECKED, age=age(report.checked_at, v.now, v.t))}</i>")
+    return "\n".join(lines)
+
+
+def waiting_block(key: KeyView, status: StoredStatus | None, v: View) -> str:
+    """A key whose provider has not answered yet: its last known figure, with its age."""
+    lines = [title_line("⏳", key.label, key.provider, v.t), v.t(T_WAITING)]
+    if status is not None and status.last_result is not None and status.last_ok_at is not None:
+        figure = short_figure(status.last_result, v.t)
+        lines.append(v.t(T_LAST_KNOWN, figure=figure, age=age(status.last_ok_at, v.now, v.t)))
+    else:
+        lines.append(v.t(T_NOTHING_KNOWN))
     return "\n".join(lines)
 
 

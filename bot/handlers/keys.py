@@ -12,8 +12,10 @@ next text to `on_rename_text`. /cancel (the flows' owner) ends it like any flow.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
+import math
 from collections.abc import Sequence
 
 from telegram import (
@@ -33,17 +35,18 @@ from telegram.ext import (
 
 from bot.billing.errors import ErrorKind
 from bot.context import BotContext
-from bot.handlers import callbacks, fallback
+from bot.handlers import callbacks, fallback, progress
 from bot.handlers import format as fmt
 from bot.handlers.pace import pace_line
 from bot.i18n import N_, Translator
-from bot.services.balances import StoredStatus, stored_report
+from bot.services.balances import CheckRun, KeyReport, StoredStatus, stored_report
 from bot.services.flows import Flow
 from bot.services.history import Pace
 from bot.services.keys import InvalidLabel, KeyView, LabelTaken
 from bot.services.keyshape import looks_like_key
 
 PREFIX = "k"
+TOAST_WAIT = 1.0  # seconds a "Check now" waits for the answer to put it in the toast
 ALERTS_PREFIX = "al"
 RENAME_FLOW = "rename"
 
@@ -53,6 +56,9 @@ T_LIST_HINT = N_("Tap a key to check, rename or delete it.")
 T_NOT_CHECKED = N_("not checked yet")
 T_ADDED = N_("added {date}")
 T_NOT_FOUND = N_("Key not found. It may have been deleted.")
+T_CHECKED_TOAST = N_("✅ Checked: {figure}")
+T_CHECKING_TOAST = N_("🔄 Checking… the card updates when the answer arrives.")
+
 T_CHECK = N_("🔄 Check now")
 T_ALERTS = N_("🔔 Alerts")
 T_RENAME = N_("✏️ Rename")
@@ -112,18 +118,29 @@ def list_markup(keys: Sequence[KeyView]) -> InlineKeyboardMarkup:
 
 
 def card_text(
-    key: KeyView, status: StoredStatus | None, view: fmt.View, pace: Pace | None = None
+    key: KeyView, report: KeyReport | None, view: fmt.View, pace: Pace | None = None
 ) -> str:
+    """One key: its figure and how old it is, the pace, then hint and date added.
+
+    The same lines whether the card was opened or just checked ("🔄 Check now").
+    """
     lines = [f"<code>{html.escape(key.hint)}</code>"]
     if key.created_at is not None:
         lines[0] += " · " + view.t(T_ADDED, date=fmt.local_date(key.created_at, view.tz))
-    if status is None:
+    if report is None:
         block = fmt.title_line(fmt.UNKNOWN, key.label, key.provider, view.t)
-        return "\n".join([block, *lines, view.t(T_NOT_CHECKED)])
-    report = stored_report(key, status)
+        return "\n".join([block, view.t(T_NOT_CHECKED), *lines])
     if pace is not None and report.ok:
         lines.insert(0, pace_line(pace, view))
-    return fmt.report_block(report, view) + "\n" + "\n".join(lines)
+    return fmt.report_block(report, view, dated=True) + "\n" + "\n".join(lines)
+
+
+def waiting_card(key: KeyView, status: StoredStatus | None, view: fmt.View) -> str:
+    """The card while its provider is late: the last known figure, then the usual lines."""
+    hint = f"<code>{html.escape(key.hint)}</code>"
+    if key.created_at is not None:
+        hint += " · " + view.t(T_ADDED, date=fmt.local_date(key.created_at, view.tz))
+    return fmt.waiting_block(key, status, view) + "\n" + hint
 
 
 def card_markup(key: KeyView, t: Translator) -> InlineKeyboardMarkup:
@@ -193,23 +210,75 @@ async def _open(update: Update, context: BotContext, key: KeyView) -> None:
     status = (await services.balances.statuses(key.owner_id, [key.id])).get(key.id)
     pace = (await services.history.paces(key.owner_id, [key.id])).get(key.id)
     view = fmt.View.make(context.lang, context.timezone, context.now())
-    await _edit(query.message, card_text(key, status, view, pace), card_markup(key, context.t))
+    report = stored_report(key, status) if status is not None else None
+    await _edit(query.message, card_text(key, report, view, pace), card_markup(key, context.t))
 
 
 async def _check(update: Update, context: BotContext, key: KeyView) -> None:
+    """Check the key afresh and update the card in place; the press always gets a toast.
+
+    The check runs in the background (the user's other commands don't wait for it):
+    the toast says what came back if it is quick, else that the card will update.
+    """
     query = update.callback_query
     assert query is not None
-    await query.answer()
-    report = await context.services.balances.check_key(key.owner_id, key.id)
-    if report is None:  # deleted meanwhile
+    t = context.t
+    started = asyncio.get_running_loop().time()
+    message = query.message
+    if not isinstance(message, Message):  # too old to edit: nothing to update
+        await query.answer(t(T_NOT_FOUND), show_alert=True)
         return
-    view = fmt.View.make(context.lang, context.timezone, context.now())
-    text = fmt.report_block(report, view)
-    pace = (await context.services.history.paces(key.owner_id, [key.id])).get(key.id)
-    if pace is not None and report.ok:
-        text += "\n" + pace_line(pace, view)
-    text += f"\n<code>{html.escape(key.hint)}</code>"
-    await _edit(query.message, text, card_markup(key, context.t))
+    busy = context.bot_data.busy_messages
+    where = (message.chat_id, message.message_id)
+    if where in busy:
+        await query.answer(t(progress.ALREADY))
+        return
+    run = await context.services.balances.begin(key.owner_id, key_ids=[key.id])
+    if run.throttled:
+        await query.answer(t(progress.TOO_SOON, n=math.ceil(run.retry_in)), show_alert=True)
+        return
+    busy.add(where)
+
+    async def check() -> None:
+        try:
+            if await run.wait_all(timeout=TOAST_WAIT):
+                report = run.report(key.id)
+                await query.answer(_toast(report, t) if report else None)
+            else:
+                await query.answer(t(T_CHECKING_TOAST))
+            screen = progress.Screen(context.bot, message.chat_id, [message])
+            await progress.follow(run, screen, _card_renderer(context, key), started=started)
+        finally:
+            busy.discard(where)
+
+    context.application.create_task(check(), update=update)
+
+
+def _toast(report: KeyReport, t: Translator) -> str:
+    """The answer in one plain line (a toast shows no markup)."""
+    if report.result is not None:
+        figure = fmt.plain(fmt.short_figure(report.result, t))
+        return t(T_CHECKED_TOAST, figure=figure)[:200]
+    kind = report.error or ErrorKind.PROVIDER_ERROR
+    reason = fmt.plain(fmt.error_sentence(kind, t, report.key.provider))
+    return f"{fmt.error_mark(kind)} {reason}"[:200]
+
+
+def _card_renderer(context: BotContext, key: KeyView) -> progress.Render:
+    async def render(run: CheckRun, stage: progress.Stage) -> progress.Rendered:
+        view = fmt.View.make(context.lang, context.timezone, context.now())
+        markup = card_markup(key, context.t)
+        if stage is progress.Stage.PROGRESS:
+            return None  # the card stays as it was; the toast said a check is running
+        report = run.report(key.id)
+        if report is None:
+            return [waiting_card(key, run.stored.get(key.id), view)], markup
+        pace = None
+        if report.ok:
+            pace = (await context.services.history.paces(key.owner_id, [key.id])).get(key.id)
+        return [card_text(key, report, view, pace)], markup
+
+    return render
 
 
 async def _rename(update: Update, context: BotContext, key: KeyView) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from telegram import Bot, InlineKeyboardMarkup, Message
 from telegram.error import BadRequest, TelegramError
 
+from bot.i18n import N_
 from bot.services.balances import CheckRun
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 QUICK_SECONDS = 0.6  # answers faster than this need no intermediate message
 DEADLINE = 15.0  # seconds after the command: the answer is complete (or says who is late)
 EDIT_GAP = 1.0  # at least this long between two edits of one answer
+
+TOO_SOON = N_("⏳ Many checks in a short time. Try again in {n} s.")
+ALREADY = N_("⏳ Already checking, one moment.")
 
 
 class Stage(enum.Enum):

@@ -165,3 +165,39 @@ async def test_keys_list_renders_hostile_labels(make_settings) -> None:
             assert any(b.text == label for b in listing.buttons())
         assert not any(e["type"] in ("text_link", "text_mention") for e in listing.entities)
         assert bot.tg.errors == []
+
+
+async def test_check_now_answers_with_a_toast_and_keeps_the_card_lines(make_settings) -> None:
+    """Issue 12 items 1 and 2: a fresh figure, a toast every time, no line lost."""
+    from datetime import UTC, datetime
+
+    from tests.e2e.test_balance import deepseek_usd
+    from tests.fakes.provider_server import Reply
+
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(3007, "Ann")
+        await add(bot, ann.id, "sk-deepseek0123456789abcdef", "deepseek", "ds")
+        bot.providers.script(
+            "/user/balance",
+            [Reply(200, json=deepseek_usd("25")), Reply(200, json=deepseek_usd("40"))],
+        )
+        listing = await open_keys(bot, ann)
+        await press(bot, ann, listing.message_id, button_data(listing, "ds"))
+        card = await bot.tg.wait_for_reply(ann)
+        added = f"added {datetime.now(UTC).strftime('%Y-%m-%d')}"
+        assert "not checked yet" in card.text and added in card.text
+        check = button_data(card, "Check now")
+        assert await press(bot, ann, card.message_id, check) == "✅ Checked: $25.00"
+        card = await bot.tg.wait_for_reply(ann)
+        assert "$25.00 left" in card.text and added in card.text
+        assert await press(bot, ann, card.message_id, check) == "✅ Checked: $40.00"
+        card = await bot.tg.wait_for_reply(ann)
+        assert await press(bot, ann, card.message_id, check) == "✅ Checked: $40.00"
+        await bot.tg.assert_no_reply(ann, within=0.5)
+        [shown] = bot.tg.messages(ann.id)
+        assert "$40.00 left" in shown.text  # topped up: not the 30 s cache's $25.00
+        assert "checked just now" in shown.text and added in shown.text
+        assert {b.text for b in shown.buttons()} >= {"🔄 Check now", "🔔 Alerts"}
+        assert bot.providers.count("/user/balance") == 3
+        # The third press changed nothing on the card: Telegram's "not modified" is no error.
+        assert all("not modified" in desc for _, _, desc in bot.tg.errors)
