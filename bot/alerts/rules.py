@@ -87,6 +87,47 @@ def parse_specs(tokens: Sequence[str]) -> list[str]:
     return sorted(specs, key=lambda s: (s.endswith("%"), -Decimal(s.rstrip("%"))))
 
 
+#: Friendly amounts: 1, 2, 2.5 and 5 times a power of ten.
+_FRIENDLY = (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5))
+#: Offered thresholds: these shares of what is left now, so none fires at once.
+PRESET_SHARES = (Decimal("0.5"), Decimal("0.25"), Decimal("0.1"))
+PRESET_PERCENTS = (20, 10)
+
+
+def friendly(value: Decimal) -> Decimal:
+    """The friendly amount nearest to `value` (¥24.80 → 25, $4.96 → 5, 0.124 → 0.1)."""
+    if not value.is_finite() or value <= 0:
+        return Decimal(0)
+    exp = value.adjusted()
+    candidates = [n.scaleb(e) for e in (exp - 1, exp, exp + 1) for n in _FRIENDLY]
+    return min(candidates, key=lambda c: (abs(c - value), c))
+
+
+def presets(remaining: Decimal | None, total: Decimal | None) -> list[str]:
+    """Thresholds to offer for a balance of `remaining`: all strictly below it.
+
+    About half, a quarter and a tenth of it in friendly amounts, then the shares of the
+    total (when the provider reports one) that are still ahead. Nothing to offer
+    without a current figure: a guess could fire at once.
+    """
+    if remaining is None or not remaining.is_finite() or remaining <= 0:
+        return []
+    specs: list[str] = []
+    for share in PRESET_SHARES:
+        amount = friendly(remaining * share)
+        if not 0 < amount < remaining:
+            continue
+        try:
+            spec = parse_spec(format(amount.normalize(), "f"))
+        except BadSpec:  # finer than the specs allow
+            continue
+        if spec not in specs:
+            specs.append(spec)
+    if total is not None and total > 0:
+        specs += [f"{p}%" for p in PRESET_PERCENTS if remaining > total * p / 100]
+    return specs
+
+
 def threshold_amount(spec: str, total: Decimal | None) -> Decimal | None:
     """The rung in money; a percentage needs the provider's total (else None)."""
     if spec.endswith("%"):

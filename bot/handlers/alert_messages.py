@@ -102,6 +102,8 @@ def amount_text(data: dict[str, Any], name: str, t: Translator) -> str:
 
 
 def spec_text(spec: str, data: dict[str, Any], t: Translator) -> str:
+    """A threshold as every place words it (buttons, confirmation, /alerts, the alert):
+    `¥20`, `$2.50`, `20%` (with its amount when known)."""
     if spec.endswith("%"):
         amount = decimal_of(data.get("threshold_amount"))
         shown = html.escape(spec)
@@ -112,7 +114,8 @@ def spec_text(spec: str, data: dict[str, Any], t: Translator) -> str:
     value = decimal_of(spec)
     if value is None:
         return html.escape(spec)
-    return fmt.money(value, data.get("currency"), t, unit=str(data.get("unit") or ""))
+    unit = str(data.get("unit") or "")
+    return fmt.money(value, data.get("currency"), t, unit=unit, compact=True)
 
 
 def window_figures(entries: Any, t: Translator, most: int = 4) -> str:

@@ -7,14 +7,15 @@ bot/delivery.py; the rules and the sweep, in bot/alerts/.
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
+from bot.alerts import rules
 from bot.alerts.preferences import MUTE_FOR, AlertPreferences, KeyAlerts, Prefs
 from bot.alerts.rules import BadSpec, parse_specs
 from bot.alerts.windows import BadRungs, parse_rungs
@@ -86,7 +87,8 @@ PICK_THRESHOLD = N_(
     "<code>/alerts {label} 50 20 5</code> (amounts in the key's currency) or "
     "<code>/alerts {label} 20%</code>."
 )
-THRESHOLD_SET = N_("Threshold set.")
+THRESHOLD_SET = N_("🔔 Alert below {threshold} set.")
+NOW_LEFT = N_("Now {amount} left.")
 
 WINDOWS_SET = N_("plan windows: alerts at {ladder} used, used up, refilled")
 WINDOWS_OFF = N_("plan windows: alerts off")
@@ -256,6 +258,7 @@ async def alerts_command(update: Update, context: BotContext) -> None:
             await message.reply_text(t(INSTANT_ON if on else INSTANT_OFF))
         return
     views, prefs = await service.overview(user.id)
+    views = await _with_readings(context, user.id, views)
     if not views:
         await message.reply_text(t(NO_KEYS))
         return
@@ -343,19 +346,35 @@ async def _window_command(
 # -- buttons --------------------------------------------------------------------------------
 
 
-def _presets(view: KeyAlerts) -> list[str]:
-    """A few round thresholds below the last reading, plus shares when a total is known."""
-    last = view.last or {}
-    remaining = decimal_of(last.get("remaining"))
-    nice = [Decimal(n) for n in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)]
-    if remaining is not None and remaining > 1:
-        below = [n for n in nice if n < remaining][-3:]
-        picks = [format(n, "f") for n in reversed(below)]
-    else:
-        picks = ["50", "20", "10", "5"]
-    if last.get("total") is not None:
-        picks += ["20%", "10%"]
-    return picks
+async def _readings(
+    context: BotContext, owner_id: int, key_ids: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each key's latest money figure as alert payloads keep it, from any check (/add,
+    /balance, the sweep); keys without one (never read, or no money figure) are absent."""
+    statuses = await context.services.balances.statuses(owner_id, key_ids)
+    return {
+        key_id: rules.reading(st.last_result)
+        for key_id, st in statuses.items()
+        if st.last_result is not None and rules.money_value(st.last_result) is not None
+    }
+
+
+async def _reading(context: BotContext, owner_id: int, key_id: str) -> dict[str, Any] | None:
+    return (await _readings(context, owner_id, [key_id])).get(key_id)
+
+
+async def _with_readings(
+    context: BotContext, owner_id: int, views: list[KeyAlerts]
+) -> list[KeyAlerts]:
+    """The views with the latest reading (its currency, its figure) where one is stored:
+    the alert state's own `last` is only as new as the last sweep."""
+    found = await _readings(context, owner_id, [v.key_id for v in views])
+    return [replace(v, last=found[v.key_id]) if v.key_id in found else v for v in views]
+
+
+async def _get(context: BotContext, owner_id: int, key_id: str) -> KeyAlerts | None:
+    view = await _alerts(context).get(owner_id, key_id) if key_id else None
+    return None if view is None else (await _with_readings(context, owner_id, [view]))[0]
 
 
 async def on_callback(update: Update, context: BotContext) -> None:
@@ -370,7 +389,7 @@ async def on_callback(update: Update, context: BotContext) -> None:
     key_id = cb.arg(0)
     service = _alerts(context)
     # Callback data is forgeable: every action re-loads the key with the presser's id.
-    view = await service.get(user.id, key_id) if key_id else None
+    view = await _get(context, user.id, key_id)
     if view is None:
         await query.answer(t(NOT_FOUND), show_alert=True)
         return
@@ -391,25 +410,30 @@ async def on_callback(update: Update, context: BotContext) -> None:
     elif action == "unm":
         await service.mute(user.id, key_id, None)
         await query.answer(t(UNMUTED))
-        refreshed = await service.get(user.id, key_id)
+        refreshed = await _get(context, user.id, key_id)
         if refreshed is not None:
             now = context.now()
             await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
     elif action == "off":
         await service.turn_off(user.id, [key_id])
         await query.answer(t(OFF_OK, labels=view.label)[:200])
-        refreshed = await service.get(user.id, key_id)
+        refreshed = await _get(context, user.id, key_id)
         if refreshed is not None:
             now = context.now()
             await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
     elif action == "thr":
         await query.answer()
-        rows = [
-            [_preset_button(view, spec) for spec in _presets(view)[i : i + 3]]
-            for i in range(0, len(_presets(view)), 3)
-        ]
+        reading = await _reading(context, user.id, key_id)
+        specs = rules.presets(
+            decimal_of(reading.get("remaining")) if reading else None,
+            decimal_of(reading.get("total")) if reading else None,
+        )
+        buttons = [_preset_button(view, spec, reading or {}, t) for spec in specs]
+        rows = [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
         rows.append([button(t, B_BACK, "key", key_id)])
         text = t(PICK_THRESHOLD, label=html.escape(view.label))
+        if reading is not None:
+            text = t(NOW_LEFT, amount=amount_text(reading, "remaining", t)) + "\n" + text
         await context.bot.send_message(user.id, text, reply_markup=InlineKeyboardMarkup(rows))
     elif action == "set":
         try:
@@ -418,8 +442,10 @@ async def on_callback(update: Update, context: BotContext) -> None:
             await query.answer(t(NOT_FOUND), show_alert=True)
             return
         await service.set_thresholds(user.id, [key_id], specs)
-        await query.answer(t(THRESHOLD_SET))
-        refreshed = await service.get(user.id, key_id)
+        reading = await _reading(context, user.id, key_id) or {}
+        shown = fmt.plain(_ladder(specs, reading, t))
+        await query.answer(t(THRESHOLD_SET, threshold=shown)[:200])
+        refreshed = await _get(context, user.id, key_id)
         if refreshed is not None:
             now = context.now()
             await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
@@ -427,11 +453,13 @@ async def on_callback(update: Update, context: BotContext) -> None:
         await query.answer()
 
 
-def _preset_button(view: KeyAlerts, spec: str) -> InlineKeyboardButton:
-    last = view.last or {}
-    shown = spec if spec.endswith("%") else fmt.money(Decimal(spec), last.get("currency"))
+def _preset_button(
+    view: KeyAlerts, spec: str, reading: dict[str, Any], t: Translator
+) -> InlineKeyboardButton:
+    """`¥25`, `$5`, `20%`: worded as the confirmation and /alerts word a threshold."""
+    shown = fmt.plain(spec_text(spec, {**reading, "threshold_amount": None}, t))
     return InlineKeyboardButton(
-        html.unescape(shown), callback_data=callbacks.encode(PREFIX, "set", view.key_id, spec)
+        shown, callback_data=callbacks.encode(PREFIX, "set", view.key_id, spec)
     )
 
 

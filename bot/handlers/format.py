@@ -173,13 +173,21 @@ def number(value: Decimal) -> str:
 
 
 def money(
-    value: Decimal, currency: str | None, t: Translator | None = None, *, unit: str = ""
+    value: Decimal,
+    currency: str | None,
+    t: Translator | None = None,
+    *,
+    unit: str = "",
+    compact: bool = False,
 ) -> str:
     """`$12.30`, `¥110.00`, `12.30 EUR`; currency unknown → bare number (or tokens/quota).
 
-    HTML-safe: the result goes straight into parse_mode=HTML text.
+    `compact` drops the decimals of a whole amount (`¥20`, `$5`): for amounts the user
+    chose, such as alert thresholds. HTML-safe: the result goes straight into
+    parse_mode=HTML text.
     """
-    text = html.escape(number(value))
+    whole = compact and value.is_finite() and value == value.to_integral_value()
+    text = html.escape(f"{value:,.0f}" if whole else number(value))
     sign = ""
     if text.startswith("-"):
         sign, text = "-", text[1:]

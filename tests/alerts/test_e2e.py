@@ -82,7 +82,7 @@ async def test_scheduled_slide_alerts_once_and_again_after_top_up(make_settings)
         lows = alerts_in(bot.tg, ann.id)
         assert len(lows) == 1
         text = lows[0].text or ""
-        assert "deep<&>seek" in text and "$40.00" in text and "$50.00" in text
+        assert "deep<&>seek" in text and "$40.00" in text and "below your alert at $50." in text
         assert "sk-…0001" in text and secret not in bot.tg.transcript()
         assert {b.text for b in lows[0].buttons()} >= {"🔄 Check now", "⚙️ Change threshold"}
         for value in ["80", "30"]:
@@ -192,7 +192,7 @@ async def test_alert_buttons_and_ownership(make_settings) -> None:
 
         await bot.tg.press(ann, alert.message_id, button_data(alert, "Change threshold"))
         picker = await bot.tg.wait_for_reply(ann, predicate=lambda m: "Pick" in (m.text or ""))
-        await bot.tg.press(ann, picker.message_id, button_data(picker, "$20.00"))
+        await bot.tg.press(ann, picker.message_id, button_data(picker, "$20"))
         await bot.tg.wait_for_reply(ann, predicate=lambda m: m.edited)
         assert (await service(bot).get(ann.id, key_id)).thresholds == ("20",)  # type: ignore[union-attr]
 
