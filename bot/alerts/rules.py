@@ -56,34 +56,64 @@ LOW, RECOVERED, EXPIRES, EXPIRED, REVOKED, STALE, FORECAST, DIGEST = (
 
 # -- thresholds ---------------------------------------------------------------------------
 
-_SPEC = re.compile(r"^(\d{1,10}(?:[.,]\d{1,6})?)(%?)$")
+_SPEC = re.compile(r"^(-?\d{1,15}(?:[.,]\d{1,6})?)(%?)$")
 
 
 class BadSpec(ValueError):
-    """A threshold the user typed that we cannot use (the message names the token)."""
+    """A threshold the user typed that we cannot use: `token` is the part at fault and
+    `problem` says why (UNREADABLE, PERCENT_RANGE, AMOUNT_RANGE, TOO_MANY)."""
+
+    def __init__(self, token: str, problem: str = "unreadable") -> None:
+        super().__init__(token)
+        self.token = token
+        self.problem = problem
+
+
+UNREADABLE, PERCENT_RANGE, AMOUNT_RANGE, TOO_MANY = (
+    "unreadable",
+    "percent_range",
+    "amount_range",
+    "too_many",
+)
 
 
 def parse_spec(token: str) -> str:
-    """`50` → "50", `2.5%` → "2.5%": normalised text, or BadSpec."""
-    m = _SPEC.match(token.strip())
+    """`50` → "50", `2.5%` → "2.5%", `5 %` → "5%": normalised text, or BadSpec."""
+    text = token.strip()
+    m = _SPEC.match(re.sub(r"\s+%$", "%", text))
     if not m:
-        raise BadSpec(token)
+        raise BadSpec(text)
     try:
         value = Decimal(m[1].replace(",", "."))
     except InvalidOperation:
-        raise BadSpec(token) from None
+        raise BadSpec(text) from None
     pct = bool(m[2])
-    if value <= 0 or (pct and value >= 100) or value > MAX_AMOUNT:
-        raise BadSpec(token)
+    if pct and not 0 < value < 100:
+        raise BadSpec(text, PERCENT_RANGE)
+    if not pct and not 0 < value <= MAX_AMOUNT:
+        raise BadSpec(text, AMOUNT_RANGE)
     text_value = format(value.normalize(), "f")
     return f"{text_value}%" if pct else text_value
 
 
+def join_percent_signs(tokens: Sequence[str]) -> list[str]:
+    """`["5", "%"]` → `["5%"]`: a percent sign typed apart belongs to the number before."""
+    out: list[str] = []
+    for token in tokens:
+        if token.strip() == "%" and out:
+            out[-1] += "%"
+        else:
+            out.append(token)
+    return out
+
+
 def parse_specs(tokens: Sequence[str]) -> list[str]:
     """A ladder: distinct rungs, highest first (amounts before percentages), at most 5."""
-    specs = list(dict.fromkeys(parse_spec(t) for t in tokens))
-    if not specs or len(specs) > MAX_RUNGS:
+    specs = list(dict.fromkeys(parse_spec(t) for t in join_percent_signs(tokens)))
+    if not specs:
         raise BadSpec(" ".join(tokens))
+    if len(specs) > MAX_RUNGS:
+        raise BadSpec(" ".join(tokens), TOO_MANY)
     return sorted(specs, key=lambda s: (s.endswith("%"), -Decimal(s.rstrip("%"))))
 
 

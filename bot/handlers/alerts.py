@@ -39,7 +39,7 @@ from bot.handlers.alert_messages import (
 )
 from bot.i18n import N_, Translator
 from bot.services.balances import KeyReport
-from bot.services.keys import match_label
+from bot.services.keys import split_label
 
 # -- texts ----------------------------------------------------------------------------------
 
@@ -65,6 +65,22 @@ BAD_INPUT = N_(
     "<code>50</code> or <code>2.5</code>, or a share such as <code>20%</code> "
     "(at most 5 steps). Nothing was changed."
 )
+BAD_PERCENT = N_(
+    "<code>{text}</code> is out of range: a share must be more than 0 % and less than "
+    "100 % of the total. Nothing was changed."
+)
+BAD_AMOUNT = N_(
+    "<code>{text}</code> is out of range: an amount must be more than 0 and at most "
+    "1,000,000,000. Nothing was changed."
+)
+TOO_MANY_STEPS = N_(
+    "At most {max} steps, e.g. <code>/alerts LABEL 50 20 5</code>. Nothing was changed."
+)
+SPEC_PROBLEMS = {
+    rules.PERCENT_RANGE: BAD_PERCENT,
+    rules.AMOUNT_RANGE: BAD_AMOUNT,
+    rules.TOO_MANY: TOO_MANY_STEPS,
+}
 SET_OK = N_("🔔 Low-balance alerts for {labels}: below {ladder}.")
 SET_PCT_NO_TOTAL = N_(
     "Note: {label}'s provider reports no total, so a percentage cannot trigger. "
@@ -266,17 +282,18 @@ async def alerts_command(update: Update, context: BotContext) -> None:
         text = _overview(views, prefs, t, context.timezone, context.now())
         await message.reply_text(text, reply_markup=_overview_markup(views, t))
         return
-    target, rest = args[0], args[1:]
-    if target.lower() == "all":
-        chosen = views
+    every = args[0].lower() == "all"
+    if every:
+        chosen, rest = views, args[1:]
     else:
-        label = match_label([v.label for v in views], target)
-        match = [v for v in views if v.label == label]
-        if not match:
+        # One label rule for every command (bot/services/keys.py): spaces allowed.
+        label, rest = split_label([v.label for v in views], args)
+        chosen = [v for v in views if v.label == label][:1]
+        if not chosen:
             names = ", ".join(f"<code>{html.escape(v.label)}</code>" for v in views)
-            await message.reply_text(t(UNKNOWN_LABEL, label=html.escape(target[:64]), labels=names))
+            typed = " ".join(_label_words(args))
+            await message.reply_text(t(UNKNOWN_LABEL, label=fmt.clip(typed), labels=names))
             return
-        chosen = match[:1]
     if not rest:
         view = chosen[0]
         await message.reply_text(
@@ -284,7 +301,7 @@ async def alerts_command(update: Update, context: BotContext) -> None:
             reply_markup=_key_markup(view, t, context.now()),
         )
         return
-    ids = None if target.lower() == "all" else [v.key_id for v in chosen]
+    ids = None if every else [v.key_id for v in chosen]
     labels = ", ".join(f"<b>{html.escape(v.label)}</b>" for v in chosen)
     if rest[0].lower() == "window":
         await _window_command(message, service, user.id, ids, chosen, rest[1:], t)
@@ -295,8 +312,9 @@ async def alerts_command(update: Update, context: BotContext) -> None:
         return
     try:
         specs = parse_specs(rest)
-    except BadSpec:
-        await message.reply_text(t(BAD_INPUT, text=html.escape(" ".join(rest)[:64])))
+    except BadSpec as exc:
+        why = SPEC_PROBLEMS.get(exc.problem, BAD_INPUT)
+        await message.reply_text(t(why, text=fmt.clip(exc.token), max=rules.MAX_RUNGS))
         return
     await service.set_thresholds(user.id, ids, specs)
     lines = [
@@ -341,6 +359,22 @@ async def _window_command(
             if not window_key(v):
                 lines.append(t(WINDOW_NO_WINDOWS, label=f"<b>{html.escape(v.label)}</b>"))
     await message.reply_text("\n".join(lines))
+
+
+def _label_words(args: list[str]) -> list[str]:
+    """The words before the first threshold-like one: what was meant as a label."""
+    words: list[str] = []
+    for word in args:
+        if word.lower() in ("off", "window") or word == "%":
+            break
+        try:
+            rules.parse_spec(word)
+        except BadSpec as exc:
+            if exc.problem == rules.UNREADABLE:
+                words.append(word)
+                continue
+        break
+    return words or args[:1]
 
 
 # -- buttons --------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ def clean_key(raw: str) -> Secret:
 
 def match_label(labels: Sequence[str], raw: str) -> str | None:
     """The stored label a user meant: as typed, as /add would have stored it (spaces
-    folded to '-'), then either one ignoring case. One rule for every command."""
+    folded to '-'), then either one ignoring case. One rule for every command that takes
+    a label (/balance, /remove, /alerts, /history); `split_label` when more follows."""
     wanted = [raw.strip()]
     with contextlib.suppress(InvalidLabel):
         wanted.append(clean_label(raw))
@@ -122,6 +123,20 @@ def match_label(labels: Sequence[str], raw: str) -> str | None:
             return name
     folded = {label.casefold(): label for label in labels}
     return next((folded[n.casefold()] for n in wanted if n.casefold() in folded), None)
+
+
+def split_label(labels: Sequence[str], words: Sequence[str]) -> tuple[str | None, list[str]]:
+    """A label typed in front of more arguments (`/alerts my work key 20`): the longest
+    run of leading words that `match_label` finds, and the words after it.
+
+    (None, words) when no leading run names a key. A label may contain spaces (/add
+    folds them to '-'), so splitting at the first space would miss "my work key".
+    """
+    for n in range(len(words), 0, -1):
+        found = match_label(labels, " ".join(words[:n]))
+        if found is not None:
+            return found, list(words[n:])
+    return None, list(words)
 
 
 def next_label(base: str, taken: set[str]) -> str:
