@@ -14,17 +14,27 @@ PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 TAG = re.compile(r"</?[a-z]+")
 
 
-def _msgids() -> dict[str, str]:
+KEYWORDS = {"N_": None, "NP_": (1, 2)}
+
+
+def _extracted() -> list[tuple[str, str | tuple[str, ...]]]:
     root = Path(bot.__file__).parent
-    found: dict[str, str] = {}
-    for filename, _lineno, message, _comments, _ctx in extract_from_dir(
-        root, keywords={"N_": None}, comment_tags=()
-    ):
-        ids = message if isinstance(message, tuple) else (message,)
-        for msgid in ids:
-            if msgid:
-                found[msgid] = filename
-    return found
+    return [
+        (filename, message)
+        for filename, _lineno, message, _comments, _ctx in extract_from_dir(
+            root, keywords=KEYWORDS, comment_tags=()
+        )
+    ]
+
+
+def _msgids() -> dict[str, str]:
+    """Every singular msgid (N_) and where it is."""
+    return {m: f for f, m in _extracted() if isinstance(m, str) and m}
+
+
+def _plurals() -> dict[tuple[str, str], str]:
+    """Every NP_ pair and where it is."""
+    return {(m[0], m[1]): f for f, m in _extracted() if isinstance(m, tuple) and len(m) == 2}
 
 
 def test_catalogs_exist() -> None:
@@ -37,6 +47,22 @@ def test_every_marked_string_is_translated_to_chinese() -> None:
         f"{where}: {msgid[:60]!r}" for msgid, where in _msgids().items() if zh(msgid) == msgid
     ]
     assert not missing, "untranslated:\n" + "\n".join(missing)
+
+
+def test_every_plural_pair_is_translated_and_keeps_placeholders() -> None:
+    zh = translator("zh")
+    pairs = _plurals()
+    assert pairs, "no NP_ pairs found: is the NP_ keyword extracted?"
+    for (one, many), where in pairs.items():
+        for n in (1, 2):
+            text = zh.plural((one, many), n)
+            source = (one if n == 1 else many).format(n=n)
+            assert text != source, f"{where}: untranslated plural {many!r}"
+        form = zh._catalog.ngettext(one, many, 2)
+        assert sorted(PLACEHOLDER.findall(form)) == sorted(PLACEHOLDER.findall(many)), many
+    en = translator("en")
+    assert en.plural(("{n} day", "{n} days"), 1) == "1 day"
+    assert en.plural(("{n} day", "{n} days"), 2) == "2 days"
 
 
 def test_translations_keep_placeholders_and_tags() -> None:

@@ -17,8 +17,9 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 
 from bot.context import BotContext
 from bot.handlers import callbacks
+from bot.handlers import format as fmt
 from bot.handlers.chat import clear_keyboard, is_private, private_link
-from bot.i18n import LANGUAGES, N_, Translator
+from bot.i18n import LANGUAGES, N_, NP_, Translator
 from bot.services.keys import KeyView, match_label
 
 PREFIX = "acc"
@@ -39,13 +40,16 @@ REMOVED = N_("🗑 Deleted <b>{label}</b>.")
 KEPT = N_("Kept <b>{label}</b>.")
 
 FORGET_CONFIRM = N_(
-    "This deletes <b>everything</b> I store about you: your {keys} key(s), their balance "
+    "This deletes <b>everything</b> I store about you: {keys}, their balance "
     "history, alerts and settings. It cannot be undone. Continue?"
 )
+YOUR_KEYS = NP_("your {n} key", "your {n} keys")
+N_KEYS = NP_("{n} key", "{n} keys")
+N_RECORDS = NP_("{n} other record", "{n} other records")
 FORGET_YES = N_("Delete everything")
 FORGET_NO = N_("Cancel")
 FORGOTTEN = N_(
-    "Done. Deleted {keys} key(s) and {records} other record(s), and your settings. "
+    "Done. Deleted {keys} and {records}, and your settings. "
     "If you write to me again, I start from scratch."
 )
 FORGET_CANCELLED = N_("Nothing was deleted.")
@@ -86,8 +90,9 @@ def _labels(keys: list[KeyView]) -> str:
 
 
 def _title(context: BotContext, provider_id: str) -> str:
+    """The provider's name in the user's language (as /balance writes it)."""
     try:
-        return context.services.billing.provider(provider_id).title
+        return context.t(context.services.billing.provider(provider_id).title)
     except KeyError:
         return provider_id
 
@@ -116,7 +121,7 @@ async def cmd_remove(update: Update, context: BotContext) -> None:
         return
     key = find_key(keys, raw)
     if key is None:
-        await message.reply_text(t(NO_SUCH_KEY, label=_e(raw[:64]), labels=_labels(keys)))
+        await message.reply_text(t(NO_SUCH_KEY, label=fmt.clip(raw), labels=_labels(keys)))
         return
     buttons = [
         InlineKeyboardButton(t(DELETE), callback_data=callbacks.encode(PREFIX, "rm", key.id)),
@@ -152,7 +157,9 @@ async def cmd_forget(update: Update, context: BotContext) -> None:
             ]
         ]
     )
-    await message.reply_text(t(FORGET_CONFIRM, keys=count), reply_markup=markup)
+    await message.reply_text(
+        t(FORGET_CONFIRM, keys=t.plural(YOUR_KEYS, count)), reply_markup=markup
+    )
 
 
 # -- /lang and /tz --------------------------------------------------------------------------
@@ -232,7 +239,7 @@ async def cmd_tz(update: Update, context: BotContext) -> None:
     raw = " ".join(context.args)
     zone = resolve_zone(raw)
     if zone is None:
-        await message.reply_text(t(TZ_UNKNOWN, zone=_e(raw[:64])))
+        await message.reply_text(t(TZ_UNKNOWN, zone=fmt.clip(raw)))
         return
     await context.services.users.set_timezone(user.id, zone)
     context.timezone = zone
@@ -301,7 +308,9 @@ async def _forget_button(
         return
     done = await context.services.account.forget(user.id)
     await query.answer()
-    await query.edit_message_text(t(FORGOTTEN, keys=done.keys, records=done.records))
+    await query.edit_message_text(
+        t(FORGOTTEN, keys=t.plural(N_KEYS, done.keys), records=t.plural(N_RECORDS, done.records))
+    )
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

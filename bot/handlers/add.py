@@ -319,8 +319,9 @@ def render_result(context: BotContext, result: AddResult, title: str, confirmed:
 
 
 def _provider_title(context: BotContext, provider_id: str) -> str:
+    """The provider's name in the user's language, as /balance writes it."""
     try:
-        return context.services.billing.provider(provider_id).title
+        return context.t(context.services.billing.provider(provider_id).title)
     except KeyError:
         return provider_id
 

@@ -8,7 +8,7 @@ value is escaped (parse_mode=HTML, docs/security.md §T10).
 from __future__ import annotations
 
 import html
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -65,8 +65,6 @@ W_MORE = N_("+{n} more")
 A_MEASURED = N_("<i>Measured {when}.</i>")
 A_DIGEST = N_("🗓 <b>Daily balances</b> · {day}")
 A_NO_READING = N_("no reading yet")
-IN_DAYS = N_("in {n} days")
-WITHIN_DAY = N_("within a day")
 
 # -- value helpers (shared with /alerts) ---------------------------------------------
 
@@ -174,7 +172,7 @@ def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup |
     elif kind == rules.RECOVERED:
         lines.append(t(A_RECOVERED, label=label, hint=hint, amount=amount_text(p, "remaining", t)))
     elif kind == rules.EXPIRES:
-        left = t(WITHIN_DAY) if p.get("stage") == 2 else _days_left(p, t, now)
+        left = _days_left(p, t, now, tz)
         date = local_time(p.get("expires_at"), tz)
         lines.append(t(A_EXPIRES, label=label, hint=hint, date=date, left=left))
     elif kind == rules.EXPIRED:
@@ -259,13 +257,15 @@ def _window_lines(
     return lines
 
 
-def _days_left(p: dict[str, Any], t: Translator, now: datetime) -> str:
+def _days_left(p: dict[str, Any], t: Translator, now: datetime, tz: str) -> str:
+    """`tomorrow`, `in 3 days`: calendar days in the user's zone, as /balance counts them."""
     try:
         at = datetime.fromisoformat(str(p.get("expires_at")))
     except ValueError:
         return ""
-    days = max(1, int((at - now).total_seconds() // 86400))
-    return t(IN_DAYS, n=days)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return fmt.relative_day(max(0, fmt.days_left(at, now, fmt.zone(tz))), t)
 
 
 def _alert_buttons(item: OutboxItem, t: Translator) -> InlineKeyboardMarkup | None:

@@ -149,7 +149,7 @@ def render_run(
         if run.throttled:
             footer.append(t(THROTTLED, n=math.ceil(run.retry_in)))
         else:
-            footer.append(t(AS_OF, time=fmt.clock_time(run.started_at, view)))
+            footer.append(t(AS_OF, time=fmt.clock_time(run.started_at, view.now, view.tz, t)))
     items = [head, *blocks]
     if footer:
         items.append("\n".join(footer))

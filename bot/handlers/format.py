@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bot.billing.errors import ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
 from bot.billing.registry import default_registry, title_of
-from bot.i18n import N_, Translator, translator
+from bot.i18n import N_, NP_, Translator, translator
 from bot.services.balances import KeyReport, StoredStatus
 from bot.services.keys import KeyView
 
@@ -60,12 +60,13 @@ T_NO_FIGURES = N_("no figures from the provider")
 T_EXHAUSTED = N_("quota used up")
 T_EXPIRED_STATE = N_("expired")
 T_ESTIMATE = N_("estimate from the starting balance you entered")
-T_EXPIRES_IN = N_("expires {date} · in {days} days")
-T_EXPIRES_TOMORROW = N_("expires {date} · tomorrow")
-T_EXPIRES_TODAY = N_("expires {date} · today")
-T_EXPIRED_AGO = N_("expired {date} · {days} days ago")
-T_EXPIRED_YESTERDAY = N_("expired {date} · yesterday")
-T_EXPIRED_TODAY = N_("expired {date} · today")
+T_EXPIRES = N_("expires {date} · {when}")
+T_EXPIRED = N_("expired {date} · {when}")
+T_TODAY = N_("today")
+T_TOMORROW = N_("tomorrow")
+T_YESTERDAY = N_("yesterday")
+T_IN_N_DAYS = NP_("in {n} day", "in {n} days")
+T_DAYS_BEFORE = NP_("{n} day ago", "{n} days ago")
 T_NO_EXPIRY = N_("no expiry")
 T_EXPIRY_UNKNOWN = N_("expiry unknown")
 T_LAST_KNOWN = N_("last known: {figure}, {age}")
@@ -244,14 +245,6 @@ def age(when: datetime, now: datetime, t: Translator) -> str:
     return t(T_DAYS_AGO, n=seconds // 86400)
 
 
-def clock_time(when: datetime, view: View) -> str:
-    """`14:02` in the user's zone; with the date when it is not today there."""
-    local = when.astimezone(view.tz)
-    if local.date() == view.now.astimezone(view.tz).date():
-        return local.strftime("%H:%M")
-    return local.strftime("%Y-%m-%d %H:%M")
-
-
 def days_left(expires_at: datetime, now: datetime, tz: ZoneInfo) -> int:
     """Calendar days between today and the expiry date, both in the user's zone."""
     return (expires_at.astimezone(tz).date() - now.astimezone(tz).date()).days
@@ -261,6 +254,21 @@ def local_date(when: datetime, tz: ZoneInfo) -> str:
     return when.astimezone(tz).strftime("%Y-%m-%d")
 
 
+def relative_day(days: int, t: Translator) -> str:
+    """Calendar days from today, in words: `today`, `tomorrow`, `in 3 days`, `2 days ago`.
+
+    The one wording of a relative date (/balance, the key card, expiry alerts); count
+    the days with `days_left`, in the user's zone.
+    """
+    if days == 0:
+        return t(T_TODAY)
+    if days == 1:
+        return t(T_TOMORROW)
+    if days == -1:
+        return t(T_YESTERDAY)
+    return t.plural(T_IN_N_DAYS, days) if days > 0 else t.plural(T_DAYS_BEFORE, -days)
+
+
 def expiry(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) -> str:
     """`expires 2026-12-06 · in 12 days`, `expired … · 3 days ago`, `no expiry`, or unknown."""
     if result.expires_at is None:
@@ -268,16 +276,8 @@ def expiry(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) ->
     date = local_date(result.expires_at, tz)
     days = days_left(result.expires_at, now, tz)
     if result.expires_at <= now:
-        if days >= 0:
-            return t(T_EXPIRED_TODAY, date=date)
-        if days == -1:
-            return t(T_EXPIRED_YESTERDAY, date=date)
-        return t(T_EXPIRED_AGO, date=date, days=-days)
-    if days <= 0:
-        return t(T_EXPIRES_TODAY, date=date)
-    if days == 1:
-        return t(T_EXPIRES_TOMORROW, date=date)
-    return t(T_EXPIRES_IN, date=date, days=days)
+        return t(T_EXPIRED, date=date, when=relative_day(min(days, 0), t))
+    return t(T_EXPIRES, date=date, when=relative_day(max(days, 0), t))
 
 
 # -- one result ---------------------------------------------------------------------------

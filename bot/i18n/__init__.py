@@ -6,8 +6,8 @@ Each feature has its own catalog file (`locales/zh/LC_MESSAGES/<feature>.po`), s
 features can change independently; all files of a language are merged at first use
 and compiled in memory: there is nothing to build.
 
-After changing texts, `pybabel extract -k N_ -o /tmp/messages.pot bot` lists every
-msgid; `tests/test_i18n.py` fails while any of them lacks a Chinese translation.
+After changing texts, `pybabel extract -k N_ -k NP_:1,2 -o /tmp/messages.pot bot` lists
+every msgid; `tests/test_i18n.py` fails while any of them lacks a Chinese translation.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ def N_(message: str) -> str:
     return message
 
 
+def NP_(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a singular/plural pair (`Translator.plural(pair, n)` picks the form for n)."""
+    return (singular, plural)
+
+
 def resolve_language(stored: str | None, telegram_code: str | None) -> str:
     """The user's choice (/lang) wins; else Chinese for any zh* Telegram locale."""
     if stored in LANGUAGES:
@@ -48,8 +53,9 @@ class Translator:
         text = self._catalog.gettext(message)
         return text.format(**values) if values else text
 
-    def plural(self, singular: str, plural: str, n: int, /, **values: object) -> str:
-        text = self._catalog.ngettext(singular, plural, n)
+    def plural(self, pair: tuple[str, str], n: int, /, **values: object) -> str:
+        """The form of an `NP_` pair for the number n ("1 day", "2 days"; Chinese has one)."""
+        text = self._catalog.ngettext(pair[0], pair[1], n)
         return text.format(n=n, **values)
 
 

@@ -484,5 +484,5 @@ async def test_sealed_flow_and_forget_on_both_backends(make_settings, database_u
         ask = await reply(bot, ann)
         await bot.tg.press(ann, ask.message_id, button_data(ask, "Delete everything"))
         done = await bot.tg.wait_for_reply(ann, predicate=lambda m: m.edited)
-        assert "Deleted 1 key(s)" in done.text
+        assert "Deleted 1 key and " in done.text
         assert await stored_keys(bot, ann.id) == []
