@@ -27,29 +27,30 @@ B_CHECK = N_("🔄 Check now")
 B_TOPPED = N_("💳 I topped up")
 B_MUTE = N_("🔕 Mute 24 h")
 B_CHANGE = N_("⚙️ Change threshold")
+B_TOP_UP = N_("💳 Top up")
 
 A_LOW = N_(
-    "⚠️ <b>{label}</b> <code>{hint}</code> is running low: <b>{amount}</b> left, "
+    "⚠️ <b>{label}</b> · {provider} <code>{hint}</code> is running low: <b>{amount}</b> left, "
     "below your alert at {threshold}."
 )
 A_RECOVERED = N_(
-    "✅ <b>{label}</b> <code>{hint}</code> is back above your alert: {amount} left. "
+    "✅ <b>{label}</b> · {provider} <code>{hint}</code> is back above your alert: {amount} left. "
     "Top-up seen, alerts re-armed."
 )
-A_EXPIRES = N_("⏰ <b>{label}</b> <code>{hint}</code> expires on {date} ({left}).")
-A_EXPIRED = N_("⛔ <b>{label}</b> <code>{hint}</code> has expired.")
-A_EXPIRED_ON = N_("⛔ <b>{label}</b> <code>{hint}</code> expired on {date}.")
+A_EXPIRES = N_("⏰ <b>{label}</b> · {provider} <code>{hint}</code> expires on {date} ({left}).")
+A_EXPIRED = N_("⛔ <b>{label}</b> · {provider} <code>{hint}</code> has expired.")
+A_EXPIRED_ON = N_("⛔ <b>{label}</b> · {provider} <code>{hint}</code> expired on {date}.")
 A_REVOKED = N_(
-    "⛔ The provider rejected <b>{label}</b> <code>{hint}</code>: the key was revoked, "
-    "deactivated, or is wrong."
+    "⛔ The provider rejected <b>{label}</b> · {provider} <code>{hint}</code>: the key was "
+    "revoked, deactivated, or is wrong."
 )
 A_STALE = N_(
-    "❔ I can't read the balance of <b>{label}</b> <code>{hint}</code> since {since}. "
+    "❔ I can't read the balance of <b>{label}</b> · {provider} <code>{hint}</code> since {since}. "
     "Last error: {reason}"
 )
 A_FORECAST = N_(
-    "📉 At the pace of the last days, <b>{label}</b> <code>{hint}</code> runs out around "
-    "{when}: {amount} left."
+    "📉 At the pace of the last days, <b>{label}</b> · {provider} <code>{hint}</code> runs out "
+    "around {when}: {amount} left."
 )
 A_WIN_LOW = N_("⚠️ <b>{label}</b> · {provider} · {window} window {pct} % used, resets {when}.")
 A_WIN_LOW_NO_RESET = N_("⚠️ <b>{label}</b> · {provider} · {window} window {pct} % used.")
@@ -156,6 +157,8 @@ def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup |
         return _render_digest(p, t, tz), None
     label = html.escape(str(p.get("label", "?")))
     hint = html.escape(str(p.get("hint", "")))
+    provider = html.escape(fmt.provider_title(str(p.get("provider", "")), t))
+    who = {"label": label, "hint": hint, "provider": provider}
     kind = item.kind
     lines: list[str] = []
     if kind == rules.LOW:
@@ -163,41 +166,35 @@ def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup |
         lines.append(
             t(
                 A_LOW,
-                label=label,
-                hint=hint,
+                **who,
                 amount=amount_text(p, "remaining", t),
                 threshold=threshold,
             )
         )
     elif kind == rules.RECOVERED:
-        lines.append(t(A_RECOVERED, label=label, hint=hint, amount=amount_text(p, "remaining", t)))
+        lines.append(t(A_RECOVERED, **who, amount=amount_text(p, "remaining", t)))
     elif kind == rules.EXPIRES:
         left = _days_left(p, t, now, tz)
         date = local_time(p.get("expires_at"), tz)
-        lines.append(t(A_EXPIRES, label=label, hint=hint, date=date, left=left))
+        lines.append(t(A_EXPIRES, **who, date=date, left=left))
     elif kind == rules.EXPIRED:
         if p.get("expires_at"):
-            lines.append(
-                t(A_EXPIRED_ON, label=label, hint=hint, date=local_time(p.get("expires_at"), tz))
-            )
+            lines.append(t(A_EXPIRED_ON, **who, date=local_time(p.get("expires_at"), tz)))
         else:
-            lines.append(t(A_EXPIRED, label=label, hint=hint))
+            lines.append(t(A_EXPIRED, **who))
     elif kind == rules.REVOKED:
-        lines.append(t(A_REVOKED, label=label, hint=hint))
+        lines.append(t(A_REVOKED, **who))
     elif kind == rules.STALE:
         try:
             reason = fmt.error_sentence(ErrorKind(str(p.get("error"))), t)
         except ValueError:
             reason = fmt.error_sentence(ErrorKind.PROVIDER_ERROR, t)
-        lines.append(
-            t(A_STALE, label=label, hint=hint, since=local_time(p.get("since"), tz), reason=reason)
-        )
+        lines.append(t(A_STALE, **who, since=local_time(p.get("since"), tz), reason=reason))
     elif kind == rules.FORECAST:
         lines.append(
             t(
                 A_FORECAST,
-                label=label,
-                hint=hint,
+                **who,
                 when=local_time(p.get("runs_out_at"), tz),
                 amount=amount_text(p, "remaining", t),
             )
@@ -269,16 +266,23 @@ def _days_left(p: dict[str, Any], t: Translator, now: datetime, tz: str) -> str:
 
 
 def _alert_buttons(item: OutboxItem, t: Translator) -> InlineKeyboardMarkup | None:
+    """Only what still makes sense: a recovered key needs no "I topped up" nor Mute; a
+    key that is low, running out or expiring gets "Top up" to its provider's page."""
     if item.key_id is None:
         return None
     kid = item.key_id
-    if item.kind in (rules.LOW, rules.FORECAST, rules.RECOVERED):
+    if item.kind == rules.RECOVERED:
+        rows = [[button(t, B_CHECK, "chk", kid), button(t, B_CHANGE, "thr", kid)]]
+    elif item.kind in (rules.LOW, rules.FORECAST):
         rows = [
             [button(t, B_CHECK, "chk", kid), button(t, B_TOPPED, "top", kid)],
             [button(t, B_MUTE, "mute", kid), button(t, B_CHANGE, "thr", kid)],
         ]
     else:
         rows = [[button(t, B_CHECK, "chk", kid), button(t, B_MUTE, "mute", kid)]]
+    url = fmt.billing_url(str(item.payload.get("provider", "")))
+    if url and item.kind in (rules.LOW, rules.FORECAST, rules.EXPIRES, rules.EXPIRED):
+        rows.append([InlineKeyboardButton(t(B_TOP_UP), url=url)])
     return InlineKeyboardMarkup(rows)
 
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
@@ -128,10 +128,16 @@ WINDOW_NO_WINDOWS = N_(
     "Note: {label} has shown no plan windows so far; the setting applies once it does."
 )
 
+FLAGS_NO_BALANCE = N_("expiry {expiry} · revoked key {revoked}")
+HOW_TITLE = N_("❓ <b>How to set alerts</b>")
+B_HOW = N_("❓ How to set")
 B_UNMUTE = N_("🔔 Unmute")
 B_OFF = N_("🚫 Low-balance off")
 B_BACK = N_("« Back")
 
+
+KEYS_PREFIX = "k"  # the key card's callbacks (bot/handlers/keys.py)
+FROM_CARD, FROM_OVERVIEW = "k", "o"  # where a key view was opened: its « Back goes there
 
 # -- small helpers --------------------------------------------------------------------------
 
@@ -174,17 +180,28 @@ def _ladder(specs: tuple[str, ...] | list[str], last: dict[str, Any] | None, t: 
 
 
 def _key_lines(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> list[str]:
-    head = f"<b>{html.escape(view.label)}</b> <code>{html.escape(view.hint)}</code>"
-    low = (
-        t(LOW_SET, ladder=_ladder(view.thresholds, view.last, t)) if view.thresholds else t(LOW_OFF)
-    )
-    flags = t(
-        FLAGS,
-        expiry=_yes(view.expiry_on),
-        revoked=_yes(view.revoked_on),
-        forecast=_yes(view.forecast_on),
-    )
-    lines = [head, f"  {low}", f"  {flags}"]
+    """A key's alert settings; only the rules that can apply to its kind of figure
+    (a validity-only key has no balance to fall low or run out)."""
+    title = html.escape(fmt.provider_title(view.provider, t))
+    head = f"<b>{html.escape(view.label)}</b> · {title} <code>{html.escape(view.hint)}</code>"
+    lines = [head]
+    if fmt.has_balance(view.provider):
+        low = (
+            t(LOW_SET, ladder=_ladder(view.thresholds, view.last, t))
+            if view.thresholds
+            else t(LOW_OFF)
+        )
+        flags = t(
+            FLAGS,
+            expiry=_yes(view.expiry_on),
+            revoked=_yes(view.revoked_on),
+            forecast=_yes(view.forecast_on),
+        )
+        lines += [f"  {low}", f"  {flags}"]
+    else:
+        lines.append(
+            "  " + t(FLAGS_NO_BALANCE, expiry=_yes(view.expiry_on), revoked=_yes(view.revoked_on))
+        )
     if window_key(view):
         lines.append(f"  {_window_setting(view, t)}")
     if _muted(view, now):
@@ -200,23 +217,21 @@ def _overview(views: list[KeyAlerts], prefs: Prefs, t: Translator, tz: str, now:
     lines.append(
         t(DELIVERY, instant=t(ON if prefs.instant else OFF), digest=t(ON if prefs.digest else OFF))
     )
-    lines.append("")
-    lines.append(t(USAGE))
-    if any(window_key(v) for v in views):
-        lines.append(t(USAGE_WINDOW))
     return "\n".join(lines)
 
 
-def _overview_markup(views: list[KeyAlerts], t: Translator) -> InlineKeyboardMarkup | None:
+def _overview_markup(views: list[KeyAlerts], t: Translator) -> InlineKeyboardMarkup:
     rows = [
         [
             InlineKeyboardButton(
-                f"⚙️ {v.label}", callback_data=callbacks.encode(PREFIX, "key", v.key_id)
+                f"⚙️ {v.label}",
+                callback_data=callbacks.encode(PREFIX, "key", v.key_id, FROM_OVERVIEW),
             )
         ]
         for v in views
     ]
-    return InlineKeyboardMarkup(rows) if rows else None
+    rows.append([button(t, B_HOW, "how")])
+    return InlineKeyboardMarkup(rows)
 
 
 def _key_text(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> str:
@@ -238,19 +253,44 @@ def _muted(view: KeyAlerts, now: datetime) -> bool:
     return view.muted_until is not None and view.muted_until > now
 
 
-def _key_markup(view: KeyAlerts, t: Translator, now: datetime) -> InlineKeyboardMarkup:
+def _key_markup(
+    view: KeyAlerts, t: Translator, now: datetime, back: str | None = None
+) -> InlineKeyboardMarkup:
+    """The key view's buttons; `back` (callback data) returns to where it was opened."""
     muted = _muted(view, now)
-    return InlineKeyboardMarkup(
-        [
-            [button(t, B_CHECK, "chk", view.key_id), button(t, B_CHANGE, "thr", view.key_id)],
-            [
-                button(t, B_UNMUTE, "unm", view.key_id)
-                if muted
-                else button(t, B_MUTE, "mute", view.key_id),
-                button(t, B_OFF, "off", view.key_id),
-            ],
-        ]
+    mute = (
+        button(t, B_UNMUTE, "unm", view.key_id) if muted else button(t, B_MUTE, "mute", view.key_id)
     )
+    if fmt.has_balance(view.provider):
+        rows = [
+            [button(t, B_CHECK, "chk", view.key_id), button(t, B_CHANGE, "thr", view.key_id)],
+            [mute, button(t, B_OFF, "off", view.key_id)],
+        ]
+    else:
+        rows = [[button(t, B_CHECK, "chk", view.key_id), mute]]
+    if back is not None:
+        rows.append([InlineKeyboardButton(t(B_BACK), callback_data=back)])
+    return InlineKeyboardMarkup(rows)
+
+
+def _back_of(message: object) -> str | None:
+    """The « Back of the pressed key view (to the key card or the overview), if any."""
+    for data in _callback_data(message):
+        if data.startswith(f"{KEYS_PREFIX}:open:") or data == f"{PREFIX}:all":
+            return data
+    return None
+
+
+def _callback_data(message: object) -> list[str]:
+    markup = message.reply_markup if isinstance(message, Message) else None
+    if markup is None:
+        return []
+    return [str(b.callback_data) for row in markup.inline_keyboard for b in row if b.callback_data]
+
+
+def _is_key_view(message: object, key_id: str) -> bool:
+    """A key view (from /alerts) rather than an alert: only it has "Low-balance off"."""
+    return callbacks.encode(PREFIX, "off", key_id) in _callback_data(message)
 
 
 async def alerts_command(update: Update, context: BotContext) -> None:
@@ -420,41 +460,76 @@ async def on_callback(update: Update, context: BotContext) -> None:
     if cb is None:
         await query.answer()
         return
-    key_id = cb.arg(0)
+    tz = context.timezone
     service = _alerts(context)
+    if cb.action in ("all", "how"):  # the overview and its help: no key involved
+        await query.answer()
+        back = InlineKeyboardMarkup([[button(t, B_BACK, "all")]])
+        views, prefs = await service.overview(user.id)
+        if cb.action == "how":
+            usage = [t(HOW_TITLE), "", t(USAGE)]
+            if any(window_key(v) for v in views):
+                usage.append(t(USAGE_WINDOW))
+            await _show(query, "\n".join(usage), back)
+            return
+        views = await _with_readings(context, user.id, views)
+        if not views:
+            await _show(query, t(NO_KEYS), None)
+            return
+        text = _overview(views, prefs, t, tz, context.now())
+        await _show(query, text, _overview_markup(views, t))
+        return
+    key_id = cb.arg(0)
     # Callback data is forgeable: every action re-loads the key with the presser's id.
     view = await _get(context, user.id, key_id)
     if view is None:
         await query.answer(t(NOT_FOUND), show_alert=True)
         return
-    tz = context.timezone
     action = cb.action
+    message = query.message
+    back = _back_of(message)
     if action == "key":
         await query.answer()
-        await _show(
-            query, _key_text(view, t, tz, context.now()), _key_markup(view, t, context.now())
-        )
+        origin = cb.arg(1)
+        if origin == FROM_CARD:
+            back = callbacks.encode(KEYS_PREFIX, "open", key_id)
+        elif origin == FROM_OVERVIEW:
+            back = callbacks.encode(PREFIX, "all")
+        else:
+            back = None
+        now = context.now()
+        await _show(query, _key_text(view, t, tz, now), _key_markup(view, t, now, back))
     elif action in ("chk", "top"):
         await query.answer(t(CHECKING))
+        if action == "top":  # done its job: the alert keeps only what still makes sense
+            await _edit_alert(query, _without(message, callbacks.encode(PREFIX, "top", key_id)))
         await _check(update, context, view, topped_up=action == "top")
-    elif action == "mute":
-        until = context.now() + MUTE_FOR
+    elif action in ("mute", "unm"):
+        until = context.now() + MUTE_FOR if action == "mute" else None
         await service.mute(user.id, key_id, until)
-        await query.answer(t(MUTED, when=local_time(until, tz)), show_alert=False)
-    elif action == "unm":
-        await service.mute(user.id, key_id, None)
-        await query.answer(t(UNMUTED))
-        refreshed = await _get(context, user.id, key_id)
-        if refreshed is not None:
-            now = context.now()
-            await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
+        if until is not None:
+            await query.answer(t(MUTED, when=local_time(until, tz)))
+        else:
+            await query.answer(t(UNMUTED))
+        if _is_key_view(message, key_id):
+            refreshed = await _get(context, user.id, key_id)
+            if refreshed is not None:
+                now = context.now()
+                text, markup = (
+                    _key_text(refreshed, t, tz, now),
+                    _key_markup(refreshed, t, now, back),
+                )
+                await _show(query, text, markup)
+        else:
+            await _mark_alert(query, t, key_id, until, tz)
     elif action == "off":
         await service.turn_off(user.id, [key_id])
         await query.answer(t(OFF_OK, labels=view.label)[:200])
         refreshed = await _get(context, user.id, key_id)
         if refreshed is not None:
             now = context.now()
-            await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
+            text, markup = _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now, back)
+            await _show(query, text, markup)
     elif action == "thr":
         await query.answer()
         reading = await _reading(context, user.id, key_id)
@@ -482,7 +557,8 @@ async def on_callback(update: Update, context: BotContext) -> None:
         refreshed = await _get(context, user.id, key_id)
         if refreshed is not None:
             now = context.now()
-            await _show(query, _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now))
+            text, markup = _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now, back)
+            await _show(query, text, markup)
     else:
         await query.answer()
 
@@ -495,6 +571,53 @@ def _preset_button(
     return InlineKeyboardButton(
         shown, callback_data=callbacks.encode(PREFIX, "set", view.key_id, spec)
     )
+
+
+def _without(message: object, data: str) -> InlineKeyboardMarkup | None:
+    """The pressed message's buttons without the one carrying `data`."""
+    markup = message.reply_markup if isinstance(message, Message) else None
+    if markup is None:
+        return None
+    rows = [[b for b in row if b.callback_data != data] for row in markup.inline_keyboard]
+    return InlineKeyboardMarkup([row for row in rows if row])
+
+
+def _swap(message: object, old: str, new: InlineKeyboardButton) -> InlineKeyboardMarkup | None:
+    """The pressed message's buttons with the one carrying `old` replaced by `new`."""
+    markup = message.reply_markup if isinstance(message, Message) else None
+    if markup is None:
+        return None
+    return InlineKeyboardMarkup(
+        [[new if b.callback_data == old else b for b in row] for row in markup.inline_keyboard]
+    )
+
+
+async def _edit_alert(query: Any, markup: InlineKeyboardMarkup | None) -> None:
+    try:
+        await query.edit_message_reply_markup(markup)
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            raise
+
+
+async def _mark_alert(
+    query: Any, t: Translator, key_id: str, until: datetime | None, tz: str
+) -> None:
+    """An alert after Mute/Unmute: a line saying it is muted (or not), the other button."""
+    message = query.message
+    if not isinstance(message, Message) or message.text is None:
+        return
+    lines = [line for line in message.text_html.split("\n") if not line.startswith("🔕")]
+    if until is not None:
+        lines.append(t(MUTED_UNTIL, when=local_time(until, tz)))
+        markup = _swap(
+            message, callbacks.encode(PREFIX, "mute", key_id), button(t, B_UNMUTE, "unm", key_id)
+        )
+    else:
+        markup = _swap(
+            message, callbacks.encode(PREFIX, "unm", key_id), button(t, B_MUTE, "mute", key_id)
+        )
+    await _show(query, "\n".join(lines), markup)
 
 
 async def _show(query: Any, text: str, markup: InlineKeyboardMarkup | None) -> None:

@@ -122,6 +122,18 @@ def provider_title(provider_id: str, t: Translator | None = None) -> str:
     return t(title) if t is not None else title
 
 
+def has_balance(provider_id: str) -> bool:
+    """Whether the provider's figure is a balance (something that can run low)."""
+    provider = default_registry().get(provider_id)
+    return provider is None or provider.kind is FigureKind.BALANCE
+
+
+def billing_url(provider_id: str) -> str | None:
+    """Where the provider's users top up (`Provider.billing_url`), if it is known."""
+    provider = default_registry().get(provider_id)
+    return provider.billing_url if provider is not None else None
+
+
 def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 

@@ -3,7 +3,8 @@
 Callback data (`k:<action>:<key_id>`) comes from the client and can be forged or
 replayed by another user (docs/security.md §T8): every press re-loads the key with the
 presser's own id, and a miss is answered "not found" with nothing changed. The alerts
-button only emits `al:key:<key_id>`; the alerts feature handles it.
+button emits `al:key:<key_id>:k` (its « Back returns to the card); the alerts feature
+handles it.
 
 Renaming waits for one text message: a DB flow of kind "rename" (the shared `flows`
 table, so it survives restarts and replicas); the fallback's flow router hands the
@@ -149,7 +150,7 @@ def card_markup(key: KeyView, t: Translator) -> InlineKeyboardMarkup:
             [
                 InlineKeyboardButton(t(T_CHECK), callback_data=_data("chk", key.id)),
                 InlineKeyboardButton(
-                    t(T_ALERTS), callback_data=callbacks.encode(ALERTS_PREFIX, "key", key.id)
+                    t(T_ALERTS), callback_data=callbacks.encode(ALERTS_PREFIX, "key", key.id, "k")
                 ),
             ],
             [

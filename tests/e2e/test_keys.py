@@ -45,7 +45,7 @@ async def test_list_card_check_rename_delete(make_settings) -> None:
         assert {"🔄 Check now", "🔔 Alerts", "✏️ Rename", "🗑 Delete"} <= {
             b.text for b in card.buttons()
         }
-        assert button_data(card, "Alerts") == f"al:key:{key_id}"
+        assert button_data(card, "Alerts") == f"al:key:{key_id}:k"
         assert all(len(b.callback_data.encode()) <= 64 for b in card.buttons() if b.callback_data)
 
         await press(bot, ann, card.message_id, button_data(card, "Check now"))

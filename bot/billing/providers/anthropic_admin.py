@@ -34,6 +34,7 @@ class AnthropicAdminProvider(Provider):
     kind = FigureKind.SPEND
     default_base_url = "https://api.anthropic.com"
     order = 110
+    billing_url = "https://console.anthropic.com/settings/billing"
 
     def detect(self, key: str) -> Match:
         return Match.CERTAIN if key.startswith("sk-ant-admin01-") else Match.NO

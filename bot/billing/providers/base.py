@@ -93,6 +93,9 @@ class Provider(ABC):
     #: their URL comes from a file, not from this code).
     guarded: ClassVar[bool] = False
     order: ClassVar[int] = 100  # position in the provider buttons
+    #: The provider's own console page for topping up (alerts carry a "Top up" button to
+    #: it); None when there is none or it is not publicly known (relays: each site's own).
+    billing_url: ClassVar[str | None] = None
     #: What this provider needs said in its own words (English msgids, translated by the
     #: UI): keyed by an ErrorKind value for a failure (e.g. "wrong_key_type": which key
     #: the provider wants) or by a result's `extras["hint"]` for an answer (e.g.

@@ -29,6 +29,7 @@ class DeepInfraProvider(Provider):
     kind = FigureKind.BALANCE
     default_base_url = "https://api.deepinfra.com"
     order = 140
+    billing_url = "https://deepinfra.com/dash/billing"
 
     async def fetch(self, ctx: FetchContext) -> BalanceResult:
         reply = await ctx.http.get(

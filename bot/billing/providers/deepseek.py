@@ -34,6 +34,7 @@ class DeepSeekProvider(Provider):
     kind = FigureKind.BALANCE
     default_base_url = "https://api.deepseek.com"
     order = 60
+    billing_url = "https://platform.deepseek.com/top_up"
 
     def detect(self, key: str) -> Match:
         # A bare `sk-` key is shared by DeepSeek, Moonshot, SiliconFlow and relays: ask.

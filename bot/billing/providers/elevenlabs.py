@@ -30,6 +30,7 @@ class ElevenLabsProvider(Provider):
     kind = FigureKind.QUOTA
     default_base_url = "https://api.elevenlabs.io"
     order = 180
+    billing_url = "https://elevenlabs.io/app/subscription"
     explanations: ClassVar[Mapping[str, str]] = {
         "wrong_key_type": N_(
             "This ElevenLabs key may not read the subscription: allow it User (read) access "

@@ -33,6 +33,7 @@ class FalProvider(Provider):
     kind = FigureKind.BALANCE
     default_base_url = "https://api.fal.ai"
     order = 170
+    billing_url = "https://fal.ai/dashboard/billing"
     explanations: ClassVar[Mapping[str, str]] = {
         "wrong_key_type": N_(
             "This fal key can't read billing: create one with the billing read permission "

@@ -34,6 +34,7 @@ class MoonshotProvider(Provider):
     kind = FigureKind.BALANCE
     default_base_url = "https://api.moonshot.cn"
     order = 70
+    billing_url = "https://platform.moonshot.cn/console/pay"
 
     def detect(self, key: str) -> Match:
         return Match.POSSIBLE if is_bare_sk(key) else Match.NO

@@ -26,6 +26,7 @@ class OpenAIProvider(Provider):
     default_base_url = "https://api.openai.com"
     needs_base_url = False
     order = 20
+    billing_url = "https://platform.openai.com/settings/organization/billing/overview"
 
     def detect(self, key: str) -> Match:
         if key.startswith(("sk-admin-", "sess-")):

@@ -32,6 +32,7 @@ class OpenAIAdminProvider(Provider):
     default_base_url = "https://api.openai.com"
     needs_base_url = False
     order = 30
+    billing_url = "https://platform.openai.com/settings/organization/billing/overview"
 
     def detect(self, key: str) -> Match:
         return Match.CERTAIN if key.startswith("sk-admin-") else Match.NO

@@ -26,6 +26,7 @@ class OpenAISessionProvider(Provider):
     default_base_url = "https://api.openai.com"
     needs_base_url = False
     order = 40
+    billing_url = "https://platform.openai.com/settings/organization/billing/overview"
 
     def detect(self, key: str) -> Match:
         return Match.CERTAIN if key.startswith("sess-") else Match.NO

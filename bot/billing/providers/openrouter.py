@@ -43,6 +43,7 @@ class OpenRouterProvider(Provider):
     kind = FigureKind.BALANCE
     default_base_url = "https://openrouter.ai/api"
     order = 50
+    billing_url = "https://openrouter.ai/settings/credits"
 
     def detect(self, key: str) -> Match:
         if key.startswith("sk-or-v1-"):
