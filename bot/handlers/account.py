@@ -30,7 +30,7 @@ OPEN_PRIVATE = N_("Open a private chat")
 NOT_FOUND = N_("Not found — it may have been deleted already.")
 EXPIRED = N_("This button has expired.")
 
-REMOVE_USAGE = N_("Send <code>/remove LABEL</code> to delete a key. Your keys: {labels}")
+REMOVE_PICK = N_("Which key should I delete? (Or send <code>/remove LABEL</code>.)")
 NO_KEYS = N_("You have no keys yet. Send /add to add one.")
 NO_SUCH_KEY = N_("You have no key named <b>{label}</b>. Your keys: {labels}")
 REMOVE_CONFIRM = N_("Delete the key <b>{label}</b> · {provider} · <code>{hint}</code>?")
@@ -116,13 +116,27 @@ async def cmd_remove(update: Update, context: BotContext) -> None:
         await message.reply_text(t(NO_KEYS))
         return
     raw = " ".join(context.args or [])
-    if not raw:
-        await message.reply_text(t(REMOVE_USAGE, labels=_labels(keys)))
+    if not raw:  # which one? each key is a button (its press is checked again)
+        rows = [
+            [
+                InlineKeyboardButton(
+                    f"🗑 {k.label}", callback_data=callbacks.encode(PREFIX, "ask", k.id)
+                )
+            ]
+            for k in keys
+        ]
+        await message.reply_text(t(REMOVE_PICK), reply_markup=InlineKeyboardMarkup(rows))
         return
     key = find_key(keys, raw)
     if key is None:
         await message.reply_text(t(NO_SUCH_KEY, label=fmt.clip(raw), labels=_labels(keys)))
         return
+    text, markup = _remove_confirm(context, key)
+    await message.reply_text(text, reply_markup=markup)
+
+
+def _remove_confirm(context: BotContext, key: KeyView) -> tuple[str, InlineKeyboardMarkup]:
+    t = context.t
     buttons = [
         InlineKeyboardButton(t(DELETE), callback_data=callbacks.encode(PREFIX, "rm", key.id)),
         InlineKeyboardButton(t(KEEP), callback_data=callbacks.encode(PREFIX, "keep", key.id)),
@@ -133,7 +147,7 @@ async def cmd_remove(update: Update, context: BotContext) -> None:
         provider=_e(_title(context, key.provider)),
         hint=_e(key.hint),
     )
-    await message.reply_text(text, reply_markup=InlineKeyboardMarkup([buttons]))
+    return text, InlineKeyboardMarkup([buttons])
 
 
 # -- /forget --------------------------------------------------------------------------------
@@ -257,7 +271,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     if cb is None or not is_private(update):
         await query.answer(t(EXPIRED))
         return
-    if cb.action in ("rm", "keep"):
+    if cb.action in ("rm", "keep", "ask"):
         await _remove_button(update, context, t, cb.action, cb.arg(0))
     elif cb.action == "fg":
         await _forget_button(update, context, t, cb.arg(0), cb.arg(1))
@@ -283,6 +297,11 @@ async def _remove_button(
     if key is None:
         await query.answer(t(NOT_FOUND), show_alert=True)
         await clear_keyboard(update)
+        return
+    if action == "ask":  # picked from /remove's list: confirm first, as /remove LABEL does
+        await query.answer()
+        text, markup = _remove_confirm(context, key)
+        await query.edit_message_text(text, reply_markup=markup)
         return
     if action == "keep":
         await query.answer()

@@ -61,9 +61,7 @@ async def balance(update: Update, context: BotContext) -> None:
     message = update.effective_message
     user = update.effective_user
     assert message is not None and user is not None
-    started = asyncio.get_running_loop().time()
-    services = context.services
-    keys = await services.keys.list(user.id)
+    keys = await context.services.keys.list(user.id)
     if not keys:
         await message.reply_text(context.t(NO_KEYS))
         return
@@ -76,8 +74,24 @@ async def balance(update: Update, context: BotContext) -> None:
             await message.reply_text(context.t(UNKNOWN_LABEL, label=fmt.clip(wanted), labels=names))
             return
         key_ids = [k.id for k in keys if k.label == found]
-    run = await services.balances.begin(user.id, key_ids=key_ids)
-    screen = Screen(context.bot, message.chat_id)
+    await show(update, context, user.id, message.chat_id, key_ids)
+
+
+async def show(
+    update: Update,
+    context: BotContext,
+    user_id: int,
+    chat_id: int,
+    key_ids: Sequence[str] | None = None,
+) -> None:
+    """Start checking the user's keys (all, or these) and answer in `chat_id` — from a
+    background task, so this returns at once (also /start's 💰 Balance button)."""
+    started = asyncio.get_running_loop().time()
+    run = await context.services.balances.begin(user_id, key_ids=key_ids)
+    if not run.keys:
+        await context.bot.send_message(chat_id, context.t(NO_KEYS))
+        return
+    screen = Screen(context.bot, chat_id)
     # The slow part runs on its own: this handler returns, the chat stays responsive.
     context.application.create_task(
         follow(run, screen, renderer(context, key_ids), started=started), update=update

@@ -42,5 +42,7 @@ async def clear_keyboard(update: Update) -> None:
     query = update.callback_query
     if query is None or query.message is None:
         return
+    if isinstance(query.message, Message) and query.message.reply_markup is None:
+        return  # nothing to remove (Telegram would answer "message is not modified")
     with contextlib.suppress(TelegramError):
         await query.edit_message_reply_markup(None)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from telegram import Update
-from telegram.ext import Application, CommandHandler, filters
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import BotContext
+from bot.handlers import add, balance, callbacks
+from bot.handlers.chat import is_private
 from bot.i18n import N_
+
+PREFIX = "start"
+B_ADD = N_("➕ Add a key")
+B_BALANCE = N_("💰 Balance")
+EXPIRED = N_("This button has expired.")
 
 START = N_(
     "👋 <b>Balance bot</b> tells you how much credit is left on your LLM API keys "
@@ -33,7 +40,35 @@ HELP = N_(
 
 async def start(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
-    await update.effective_message.reply_text(context.t(START))
+    t = context.t
+    markup = None
+    if is_private(update):  # keys are added and shown in a private chat only
+        markup = InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton(t(B_ADD), callback_data=callbacks.encode(PREFIX, "add")),
+                    InlineKeyboardButton(
+                        t(B_BALANCE), callback_data=callbacks.encode(PREFIX, "bal")
+                    ),
+                ]
+            ]
+        )
+    await update.effective_message.reply_text(t(START), reply_markup=markup)
+
+
+async def on_button(update: Update, context: BotContext) -> None:
+    """[➕ Add a key] starts the guided /add; [💰 Balance] answers as /balance does."""
+    query, user = update.callback_query, update.effective_user
+    assert query is not None and user is not None
+    cb = callbacks.decode(query.data, PREFIX)
+    if cb is None or cb.action not in ("add", "bal") or not is_private(update):
+        await query.answer(context.t(EXPIRED))
+        return
+    await query.answer()
+    if cb.action == "add":
+        await add.start_guided(update, context, user.id)
+    else:
+        await balance.show(update, context, user.id, user.id)
 
 
 async def help_(update: Update, context: BotContext) -> None:
@@ -43,4 +78,5 @@ async def help_(update: Update, context: BotContext) -> None:
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("start", start, filters=filters.UpdateType.MESSAGE))
+    app.add_handler(CallbackQueryHandler(on_button, pattern=callbacks.pattern(PREFIX)))
     app.add_handler(CommandHandler("help", help_, filters=filters.UpdateType.MESSAGE))

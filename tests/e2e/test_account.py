@@ -64,7 +64,31 @@ async def test_remove_unknown_label_lists_keys(make_settings) -> None:
         answer = await reply(bot, ann)
         assert "no key named <b>work</b>" in answer.text and "home" in answer.text
         await bot.tg.send(ann, "/remove")
-        assert "home" in (await reply(bot, ann)).text
+        assert [b.text for b in (await reply(bot, ann)).buttons()] == ["🗑 home"]
+        assert bot.tg.errors == []
+
+
+async def test_remove_without_a_label_offers_the_keys_as_buttons(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        ann, bob = bot.tg.user(1001, "Ann"), bot.tg.user(1002, "Bob")
+        await add_key(bot, ann.id, "work")
+        await add_key(bot, ann.id, "home")
+        await bot.tg.send(ann, "/remove")
+        pick = await reply(bot, ann)
+        assert pick.text.startswith("Which key should I delete?")
+        assert [b.text for b in pick.buttons()] == ["🗑 work", "🗑 home"]
+        # Bob replaying Ann's button finds nothing of hers.
+        await bot.tg.send(bob, "/help")
+        bobs = await reply(bot, bob)
+        qid = await bot.tg.press(bob, bobs.message_id, button_data(pick, "work"), strict=False)
+        assert "Not found" in ((await bot.tg.wait_for_answer(qid)).text or "")
+        # Ann's press asks first, as /remove LABEL does; nothing is deleted before "Delete".
+        await bot.tg.press(ann, pick.message_id, button_data(pick, "work"))
+        ask = await edited(bot, ann)
+        assert "Delete the key work" in ask.text and len(await stored_keys(bot, ann.id)) == 2
+        await bot.tg.press(ann, ask.message_id, button_data(ask, "Delete"))
+        assert "Deleted work" in (await edited(bot, ann)).text
+        assert [k.label for k in await stored_keys(bot, ann.id)] == ["home"]
         assert bot.tg.errors == []
 
 

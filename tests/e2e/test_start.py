@@ -20,6 +20,32 @@ async def test_start_and_help_in_english(make_settings) -> None:
         assert "/balance" in reply.text and "/keys" in reply.text
 
 
+async def test_start_offers_add_and_balance_buttons(make_settings) -> None:
+    from tests.e2e.test_balance import DEEPSEEK
+    from tests.fakes.telegram_api import button_data
+
+    async with running_bot(make_settings) as bot:
+        bot.providers.reply("/user/balance", json=DEEPSEEK)
+        ann = bot.tg.user(1003, "Ann")
+        await bot.tg.send(ann, "/start")
+        hello = await bot.tg.wait_for_reply(ann)
+        assert [b.text for b in hello.buttons()] == ["➕ Add a key", "💰 Balance"]
+        await bot.tg.press(ann, hello.message_id, button_data(hello, "Balance"))
+        assert "no keys yet" in (await bot.tg.wait_for_reply(ann)).text
+        await bot.tg.press(ann, hello.message_id, button_data(hello, "Add a key"))
+        picker = await bot.tg.wait_for_reply(ann)
+        assert "Which provider" in picker.text  # the guided /add
+        await bot.services.keys.add(ann.id, Secret("sk-deepseek0123456789abcdef"), "deepseek")
+        await bot.tg.press(ann, hello.message_id, button_data(hello, "Balance"))
+        answer = await bot.tg.wait_for_reply(ann, predicate=lambda m: "Balances" in m.text)
+        assert "¥110.00 left" in answer.text
+        # In a group there are no buttons: keys and figures live in the private chat.
+        await bot.tg.send(ann, "/start", chat_type="group", chat_id=-5001)
+        in_group = await bot.tg.wait_for_reply(-5001)
+        assert in_group.buttons() == []
+        assert bot.tg.errors == []
+
+
 async def test_start_in_chinese_for_zh_hans(make_settings) -> None:
     async with running_bot(make_settings) as bot:
         li = bot.tg.user(1002, "Li", language_code="zh-hans")
