@@ -503,7 +503,9 @@ async def on_callback(update: Update, context: BotContext) -> None:
         await query.answer(t(CHECKING))
         if action == "top":  # done its job: the alert keeps only what still makes sense
             await _edit_alert(query, _without(message, callbacks.encode(PREFIX, "top", key_id)))
-        await _check(update, context, view, topped_up=action == "top")
+        # In the background: a slow provider must not hold up the user's next command.
+        check = _check(update, context, view, topped_up=action == "top")
+        context.application.create_task(check, update=update)
     elif action in ("mute", "unm"):
         until = context.now() + MUTE_FOR if action == "mute" else None
         await service.mute(user.id, key_id, until)

@@ -94,3 +94,23 @@ async def test_balance_answers_within_the_deadline_then_edits_in_the_late_answer
         assert [b.text for b in final.buttons()] == ["🔄 Refresh"]
         assert len(bot.tg.messages(ann.id)) == 1
         assert bot.tg.errors == []
+
+
+@pytest.mark.parametrize("press", ["k:chk:{id}", "al:chk:{id}", "bal:r"])
+async def test_a_check_button_on_a_hanging_provider_never_holds_up_the_chat(
+    make_settings, press: str
+) -> None:
+    """The key card's Check now, an alert's Check now and Refresh check in the background."""
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(2103, "Ann")
+        ids = await three_keys(bot, ann.id)
+        bot.providers.reply("/user/balance", json=DEEPSEEK, delay=HANG)
+        await bot.tg.send(ann, "/help")
+        anchor = await bot.tg.wait_for_reply(ann)
+        loop = asyncio.get_running_loop()
+        qid = await bot.tg.press(ann, anchor.message_id, press.format(id=ids["ds"]), strict=False)
+        await bot.tg.wait_for_answer(qid, timeout=3)
+        asked = loop.time()
+        await bot.tg.send(ann, "/start")
+        await bot.tg.wait_for_reply(ann, timeout=5, predicate=lambda m: "encrypted" in m.text)
+        assert loop.time() - asked < 1.0, f"/start took {loop.time() - asked:.2f} s"
