@@ -196,7 +196,11 @@ async def test_alerts_window_forms(make_settings) -> None:
         kimi_part, ds_part = overview.split("\nds ")[0], overview.split("\nds ")[1]
         assert "plan windows: alerts at 80 % · 95 % used, used up, refilled" in kimi_part
         assert "plan windows" not in ds_part.split("\n\n")[0]
-        assert "/alerts LABEL window 80% 95%" in overview
+        # The syntax, window alerts included, is behind the overview's "How to set" button.
+        assert "/alerts LABEL window 80% 95%" not in overview
+        [shown] = [m for m in bot.tg.messages(ann.id) if m.text == overview]
+        await bot.tg.press(ann, shown.message_id, button_data(shown, "How to set"))
+        assert "/alerts LABEL window 80% 95%" in (await bot.tg.wait_for_reply(ann)).text
 
         reply = await say("/alerts kimi window 90% 70%")
         assert reply == (
