@@ -78,7 +78,12 @@ class Screen:
                 try:
                     await self.messages[i].edit_text(chunk, reply_markup=buttons)
                 except BadRequest as exc:
-                    if not not_modified(exc):
+                    if "not found" in str(exc).lower():  # the user deleted it: send anew
+                        sent = await self.bot.send_message(
+                            self.chat_id, chunk, reply_markup=buttons
+                        )
+                        self.messages[i] = sent
+                    elif not not_modified(exc):
                         raise
             else:
                 sent = await self.bot.send_message(self.chat_id, chunk, reply_markup=buttons)

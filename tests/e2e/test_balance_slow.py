@@ -114,3 +114,18 @@ async def test_a_check_button_on_a_hanging_provider_never_holds_up_the_chat(
         await bot.tg.send(ann, "/start")
         await bot.tg.wait_for_reply(ann, timeout=5, predicate=lambda m: "encrypted" in m.text)
         assert loop.time() - asked < 1.0, f"/start took {loop.time() - asked:.2f} s"
+
+
+async def test_an_answer_whose_message_was_deleted_meanwhile_is_sent_anew(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(2104, "Ann")
+        await three_keys(bot, ann.id)
+        bot.providers.reply("/user/balance", json=DEEPSEEK)
+        bot.providers.reply("/v1/key", json=OPENROUTER)
+        bot.providers.reply("/v1/users/me/balance", json=MOONSHOT, delay=1.5)
+        await bot.tg.send(ann, "/balance")
+        first = await bot.tg.wait_for_reply(ann)
+        bot.tg._bot_msgs[(ann.id, first.message_id)].deleted = True  # the user deleted it
+        final = await bot.tg.wait_for_reply(ann, timeout=5, predicate=lambda m: "as of" in m.text)
+        assert final.message_id != first.message_id and "¥49.59 left" in final.text
+        assert not [m for m in bot.tg.messages(ann.id) if "went wrong" in (m.text or "")]
