@@ -11,12 +11,14 @@ button that checks the same keys again (within the manual-check limit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import math
 from collections.abc import Mapping, Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatType
+from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import BotContext
@@ -217,7 +219,12 @@ async def on_refresh(update: Update, context: BotContext) -> None:
 
     async def refresh() -> None:
         try:
-            screen = Screen(context.bot, message.chat_id, [message])
+            if (message.text or "").startswith(fmt.plain(t(HEADER))):
+                screen = Screen(context.bot, message.chat_id, [message])
+            else:  # the last part of a long answer: answer anew, below it
+                with contextlib.suppress(TelegramError):
+                    await message.edit_reply_markup(None)
+                screen = Screen(context.bot, message.chat_id)
             await follow(run, screen, renderer(context, key_ids), started=started)
         finally:
             busy.discard(where)

@@ -339,3 +339,38 @@ async def test_refresh_checks_the_same_keys_again_within_the_limit(make_settings
         qid = await bot.tg.press(bob, bobs.message_id, f"bal:r:{ann_key.id}", strict=False)
         assert "not found" in ((await bot.tg.wait_for_answer(qid)).text or "")
         assert bot.tg.errors == []
+
+
+async def quiet(bot: RunningBot, user: Any) -> None:
+    """Until the bot has sent or edited nothing in this chat for a moment."""
+    while True:
+        try:
+            await bot.tg.wait_for_reply(user, timeout=0.7)
+        except AssertionError:
+            return
+
+
+async def test_refresh_under_a_long_answer_answers_anew(make_settings, monkeypatch) -> None:
+    """The Refresh button sits on the last part of a split answer: the new answer is sent
+    below it (whole), not squeezed into that part."""
+    from bot.handlers import format as fmt
+
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(2012, "Ann")
+        for i in range(6):
+            await add(bot, ann.id, f"sk-deepseek{i:02d}0123456789abcdef", "deepseek", f"key-{i}")
+        bot.providers.reply("/user/balance", json=DEEPSEEK)
+        monkeypatch.setattr(fmt, "MAX_MESSAGE", 200)
+        await bot.tg.send(ann, "/balance")
+        await quiet(bot, ann)
+        before = bot.tg.messages(ann.id)
+        last = before[-1]
+        assert len(before) >= 2 and "as of" in last.text and not last.text.startswith("💰")
+        await bot.tg.press(ann, last.message_id, button_data(last, "Refresh"))
+        await quiet(bot, ann)
+        after = bot.tg.messages(ann.id)
+        new = after[len(before) :]
+        assert len(new) == len(before) and new[0].text.startswith("💰 Balances")
+        assert "as of" in new[-1].text and [b.text for b in new[-1].buttons()] == ["🔄 Refresh"]
+        assert after[len(before) - 1].buttons() == []  # the old Refresh is gone
+        assert bot.tg.errors == []
