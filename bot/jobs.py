@@ -31,9 +31,25 @@ async def sweep_job(context: BotContext) -> None:
     services = context.bot_data.services
     if services is None or services.sweep is None:
         return
+    sweep = services.sweep
     started = time.monotonic()
-    stats = await services.sweep.run()
-    metrics.sweep_finished(time.monotonic() - started, services.clock().timestamp())
+    try:
+        stats = await sweep.run()
+    except Exception:
+        # One sweep's failure (the database went away mid-claim) is logged and counted;
+        # the next tick sweeps afresh, and /healthz turns unhealthy if none progresses.
+        log.exception("alerts sweep failed; the next one runs on schedule")
+        metrics.sweep_failed()
+        return
+    progress = sweep.last_progress_at
+    metrics.sweep_finished(
+        time.monotonic() - started,
+        services.clock().timestamp(),
+        checked=stats.checked,
+        failed=stats.failed,
+        lost_leases=stats.lost_leases,
+        progress_at=None if progress is None else progress.timestamp(),
+    )
     if stats.events:
         metrics.alert("queued", stats.events)
         log.info("alerts sweep: %d keys checked, %d events", stats.checked, stats.events)

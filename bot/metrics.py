@@ -32,6 +32,24 @@ ALERTS = Counter(
     ["state"],
     registry=REGISTRY,
 )
+SWEEP_KEYS = Counter(
+    "balancebot_sweep_keys_total",
+    "Keys the alert sweep handled, by result: checked (outcome recorded, own error "
+    "included), failed (own error recorded, or handed back to the next sweep), lost_lease",
+    ["result"],
+    registry=REGISTRY,
+)
+SWEEP_RUNS = Counter(
+    "balancebot_sweep_runs_total",
+    "Alert sweeps by outcome: ok (ran to the end), error (ended by an error)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+LAST_PROGRESS = Gauge(
+    "balancebot_sweep_last_progress_timestamp_seconds",
+    "Unix time this process last checked a due key (or found none due)",
+    registry=REGISTRY,
+)
 SWEEP_SECONDS = Histogram(
     "balancebot_sweep_seconds",
     "Duration of one alert sweep",
@@ -59,11 +77,30 @@ def alert(state: str, n: int = 1) -> None:
 _last_sweep_at: float | None = None
 
 
-def sweep_finished(seconds: float, finished_at: float) -> None:
+def sweep_finished(
+    seconds: float,
+    finished_at: float,
+    *,
+    checked: int = 0,
+    failed: int = 0,
+    lost_leases: int = 0,
+    progress_at: float | None = None,
+) -> None:
+    """One sweep ran to its end: its duration, and the keys it actually checked."""
     global _last_sweep_at
     _last_sweep_at = finished_at
     SWEEP_SECONDS.observe(seconds)
     LAST_SWEEP.set(finished_at)
+    SWEEP_RUNS.labels("ok").inc()
+    for result, n in (("checked", checked), ("failed", failed), ("lost_lease", lost_leases)):
+        SWEEP_KEYS.labels(result).inc(n)
+    if progress_at is not None:
+        LAST_PROGRESS.set(progress_at)
+
+
+def sweep_failed() -> None:
+    """A sweep ended by an error (the next one runs on schedule)."""
+    SWEEP_RUNS.labels("error").inc()
 
 
 def last_sweep_iso() -> str | None:

@@ -71,11 +71,16 @@ def build_webapp(app: BotApp, settings: Settings) -> Starlette:
         return Response(status_code=200)
 
     async def healthz(_: Request) -> Response:
+        """200 only when the database answers AND alert sweeps make progress: a process
+        whose sweeps have had due keys but checked none for 3 intervals (failing,
+        hanging, or no longer running) is unhealthy, so an orchestrator restarts it."""
         services = app.bot_data.services
         body: dict[str, Any] = {
             "status": "ok",
             "database": "ok",
+            "sweep": "off",
             "last_sweep_at": metrics.last_sweep_iso(),
+            "last_progress_at": None,
         }
         try:
             assert services is not None
@@ -84,6 +89,14 @@ def build_webapp(app: BotApp, settings: Settings) -> Starlette:
         except Exception:
             body.update(status="unavailable", database="unreachable")
             return JSONResponse(body, status_code=503)
+        sweep = services.sweep
+        if sweep is not None:
+            progress = sweep.last_progress_at
+            body["last_progress_at"] = None if progress is None else progress.isoformat()
+            body["sweep"] = "ok"
+            if sweep.stalled():
+                body.update(status="unavailable", sweep="stalled")
+                return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
     async def metrics_endpoint(_: Request) -> Response:

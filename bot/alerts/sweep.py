@@ -6,6 +6,12 @@ process's keys come back after the lease), checks them through the billing servi
 transaction: the rules' new memory (bot/alerts/rules.py), an outbox row per event
 (bot/alerts/outbox.py), key_status and snapshots. A key whose lease was lost meanwhile
 is left alone, so an event is recorded exactly once.
+
+One key never stops the others (docs/security.md §6): a key whose figures break a rule,
+or whose row the database refuses, is split off its batch and gets its own error; a
+batch the database cannot take right now (locked, connection lost) is handed back for
+the next sweep while the rest of this one goes on; an error in one sweep never stops the
+next. `stalled()` tells /healthz when due keys stop being checked.
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.alerts import windows
 from bot.alerts.outbox import OutboxService, enqueue_many, instance_id, outbox_row
 from bot.alerts.rules import Watch, evaluate, money_value, reading
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import CheckOutcome, FigureKind
+from bot.billing.models import CheckOutcome, FigureKind, figure_fault
 from bot.billing.service import BillingService
 from bot.clock import Clock
 from bot.services import forecast
@@ -41,6 +48,11 @@ from bot.storage.repositories import AlertStateRepo, SnapshotRepo
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = timedelta(hours=1)
+#: /healthz: the sweep is stalled when due keys were not checked for this many intervals.
+STALL_INTERVALS = 3
+STALL_MIN = timedelta(minutes=2)
+#: A batch the database could not take is claimed again this soon (by the next sweep).
+RETRY_AFTER = timedelta(seconds=1)
 
 
 @dataclass(slots=True)
@@ -50,6 +62,7 @@ class SweepStats:
     lost_leases: int = 0
     batches: int = 0
     interrupted: bool = False  # stopped for shutdown; unchecked keys' leases handed back
+    failed: int = 0  # keys whose check or write failed: own error recorded, or handed back
 
 
 @dataclass(slots=True)
@@ -59,6 +72,39 @@ class _Checked:
     ids: list[str]
     outcomes: dict[str, CheckOutcome]
     names: dict[str, tuple[str, str, str]]  # key id → label, hint, provider (payloads)
+
+    def part(self, ids: Sequence[str]) -> _Checked:
+        return _Checked(list(ids), {k: self.outcomes[k] for k in ids if k in self.outcomes},
+                        self.names)  # fmt: skip
+
+    def refused(self, key_id: str) -> _Checked:
+        """This key alone, its outcome replaced by a MALFORMED error (nothing to store)."""
+        return _Checked([key_id], {key_id: _malformed(self.outcomes[key_id])}, self.names)
+
+
+@dataclass(slots=True)
+class _Written:
+    """What one committed transaction did (merged into the sweep's stats after commit)."""
+
+    done: list[CheckOutcome]
+    stats: SweepStats
+
+
+def _malformed(outcome: CheckOutcome) -> CheckOutcome:
+    err = BillingError(ErrorKind.MALFORMED, "reading could not be used")
+    return CheckOutcome(outcome.key_id, outcome.provider, error=err)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """The database, not this batch's data, is the problem (locked, gone, pool empty)."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _name(exc: BaseException) -> str:
+    """An exception's class for logs; its text may quote SQL parameters (figures, labels)."""
+    return type(exc).__name__
 
 
 class AlertSweep:
@@ -94,15 +140,40 @@ class AlertSweep:
         self.record = record  # also keep key_status + snapshots (as BalanceService.record)
         self._lock = asyncio.Lock()
         self._last_prune: datetime | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # shutdown: set once, never cleared
+        self._abort = asyncio.Event()  # this sweep ended by an error: a new one per sweep
         self.stop_grace = 10.0  # seconds in-flight checks may take once shutdown begins
         # A plan key is checked sooner than `interval` near a window's reset or rung, but
         # never sooner than this after its previous check (bot/alerts/windows.py).
         self.window_min_gap = windows.MIN_GAP
+        # Progress, for /healthz: when due keys were last checked (or none were due).
+        self.started_at = self.clock()
+        self.last_progress_at: datetime | None = None
 
     def request_stop(self) -> None:
         """Shutdown: finish (or abandon) the current batch, claim no more."""
         self._stopping.set()
+
+    def stalled(self, now: datetime | None = None) -> bool:
+        """True when this process has had due keys but checked none for STALL_INTERVALS
+        intervals (its sweeps fail, hang or never run) — what /healthz reports."""
+        now = now or self.clock()
+        window = max(self.interval * STALL_INTERVALS, STALL_MIN)
+        last = self.last_progress_at or self.started_at
+        return now - last > window
+
+    def _progress(self, now: datetime) -> None:
+        self.last_progress_at = max(now, self.last_progress_at or now)
+
+    async def _hand_back(self, key_ids: Sequence[str], now: datetime) -> None:
+        """After a failure: free the leases, due again just after this sweep (never in it,
+        so a fault that persists cannot loop). Best effort: if the database is gone too,
+        the leases simply expire."""
+        try:
+            async with self.db.session() as s:
+                await AlertStateRepo(s).release(key_ids, self.owner, due_at=now + RETRY_AFTER)
+        except Exception as exc:
+            log.warning("could not hand back %d leases (%s)", len(key_ids), _name(exc))
 
     async def release(self, key_ids: Sequence[str]) -> None:
         """Hand leases back so another replica (or the restarted process) checks at once."""
@@ -167,7 +238,7 @@ class AlertSweep:
             start = now or self.clock()
             await self.ensure_rows(start)
             checking: deque[asyncio.Task[_Checked | None]] = deque()
-            writing: asyncio.Task[list[CheckOutcome]] | None = None
+            writing: asyncio.Task[None] | None = None
             more = True
             try:
                 while True:
@@ -181,10 +252,12 @@ class AlertSweep:
                             break
                         ids = await self.claim(fixed or self.clock(), self.batch_size, due_by=start)
                         if not ids:
+                            if not stats.batches:  # nothing due for this process: all done
+                                self._progress(fixed or self.clock())
                             more = False
                             break
                         stats.batches += 1
-                        checking.append(asyncio.ensure_future(self._check(ids)))
+                        checking.append(asyncio.ensure_future(self._check_batch(ids, stats)))
                         if len(ids) < self.batch_size:
                             more = False
                     if not checking:
@@ -197,15 +270,18 @@ class AlertSweep:
                         stats.interrupted = True
                         more = False
                         continue  # batches still in flight are written or handed back too
+                    if not batch.ids:
+                        continue  # its check failed: handed back for the next sweep
                     writing = asyncio.ensure_future(
-                        self._write(batch, fixed or self.clock(), stats)
+                        self._write_batch(batch, fixed or self.clock(), stats)
                     )
             finally:
                 if checking:  # only after an error: let them finish or hand their keys back
-                    self.request_stop()
+                    self._abort.set()  # this sweep only: the next one starts afresh
                     await asyncio.gather(*checking, return_exceptions=True)
                 if writing is not None:
                     await writing
+                self._abort = asyncio.Event()
             if self._last_prune is None or start - self._last_prune >= PRUNE_EVERY:
                 self._last_prune = start
                 await self.prune(start)
@@ -233,27 +309,41 @@ class AlertSweep:
         return done[0] if done else None
 
     async def _fetch_or_stop(
-        self, ids: Sequence[str], readable: list[Any]
+        self, ids: Sequence[str], readable: list[Any], abort: asyncio.Event
     ) -> list[CheckOutcome] | None:
-        """fetch_many, unless shutdown begins and the checks outlast the grace period."""
+        """fetch_many, unless shutdown begins (or the sweep ended by an error) and the
+        checks outlast the grace period."""
         fetch = asyncio.ensure_future(self.billing.fetch_many(readable, use_cache=False))
-        stop = asyncio.ensure_future(self._stopping.wait())
+        stops = {asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(abort.wait())}
         try:
-            await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({fetch, *stops}, return_when=asyncio.FIRST_COMPLETED)
             if not fetch.done():
                 await asyncio.wait({fetch}, timeout=self.stop_grace)
             if fetch.done():
                 return fetch.result()
         finally:
-            stop.cancel()
+            for stop in stops:
+                stop.cancel()
         fetch.cancel()
         await asyncio.gather(fetch, return_exceptions=True)
         await self.release(ids)
         log.info("shutdown: %d keys left unchecked, leases handed back", len(ids))
         return None
 
+    async def _check_batch(self, ids: Sequence[str], stats: SweepStats) -> _Checked | None:
+        """`_check`, contained: if it fails (the database, say), the batch is handed back
+        for the next sweep (an empty batch) and this sweep goes on with the others."""
+        try:
+            return await self._check(ids)
+        except Exception as exc:
+            log.error("alert sweep: checking a batch of %d failed (%s)", len(ids), _name(exc))
+            stats.failed += len(ids)
+            await self._hand_back(ids, self.clock())
+            return _Checked([], {}, {})
+
     async def _check(self, ids: Sequence[str]) -> _Checked | None:
         """Decrypt and check a leased batch; None when shutdown abandoned it (leases freed)."""
+        abort = self._abort
         async with self.db.session() as s:
             rows = (await s.scalars(select(ApiKey).where(ApiKey.id.in_(list(ids))))).all()
             s.expunge_all()
@@ -261,7 +351,7 @@ class AlertSweep:
         # Decrypt just in time; the plaintext lives only in this list, for this call.
         requests = [(r, self.keys.request_for(r)) for r in rows]
         readable = [req for _, req in requests if req is not None]
-        fetched = await self._fetch_or_stop(ids, readable)
+        fetched = await self._fetch_or_stop(ids, readable, abort)
         if fetched is None:
             return None
         outcomes = {o.key_id: o for o in fetched}
@@ -271,7 +361,52 @@ class AlertSweep:
                 outcomes[row.id] = CheckOutcome(row.id, row.provider, error=err)
         return _Checked(list(ids), outcomes, names)
 
+    async def _write_batch(self, batch: _Checked, now: datetime, stats: SweepStats) -> None:
+        """`_write`, contained: when the database cannot take the batch right now, what
+        is not written yet is handed back for the next sweep, and this sweep goes on."""
+        before = stats.checked + stats.lost_leases
+        try:
+            await self._write(batch, now, stats)
+        except Exception as exc:
+            unwritten = len(batch.ids) - (stats.checked + stats.lost_leases - before)
+            log.error("alert sweep: writing %d keys failed (%s)", unwritten, _name(exc))
+            stats.failed += unwritten
+            await self._hand_back(batch.ids, now)
+
     async def _write(self, batch: _Checked, now: datetime, stats: SweepStats) -> list[CheckOutcome]:
+        """Commit the batch (`_commit`); a fault tied to one key stays with that key.
+
+        If the commit fails for another reason than the database being unavailable
+        (that raises: the whole batch waits for the next sweep), the batch is split in
+        halves until the key the database (or a rule) refuses is alone; that key is
+        recorded with its own MALFORMED error, and every other key is written as usual.
+        """
+        try:
+            delta = await self._commit(batch, now)
+        except Exception as exc:
+            if _unavailable(exc) or not batch.ids:
+                raise
+            if len(batch.ids) > 1:
+                half = len(batch.ids) // 2
+                done = await self._write(batch.part(batch.ids[:half]), now, stats)
+                return done + await self._write(batch.part(batch.ids[half:]), now, stats)
+            (key_id,) = batch.ids
+            log.error(
+                "alert sweep: key %s could not be written (%s); recorded as malformed",
+                key_id,
+                _name(exc),
+            )
+            delta = await self._commit(batch.refused(key_id), now)
+            delta.stats.failed += 1
+        stats.checked += delta.stats.checked
+        stats.events += delta.stats.events
+        stats.lost_leases += delta.stats.lost_leases
+        stats.failed += delta.stats.failed
+        if delta.done:
+            self._progress(now)
+        return delta.done
+
+    async def _commit(self, batch: _Checked, now: datetime) -> _Written:
         """The whole batch in ONE transaction: state, outbox rows, key_status, snapshots.
 
         It first locks the batch's `alert_state` rows that this process still leases
@@ -281,6 +416,8 @@ class AlertSweep:
         each event exactly once.
         """
         done: list[CheckOutcome] = []
+        stats = SweepStats()
+        written = _Written(done, stats)
         async with self.db.session() as s:
             states = AlertStateRepo(s)
             leased = [
@@ -290,7 +427,7 @@ class AlertSweep:
             ]
             stats.lost_leases += len(batch.ids) - len(leased)
             if not leased:
-                return done
+                return written
             owners = {st.owner_id for st in leased}
             instant: dict[int, bool] = dict(
                 (
@@ -321,14 +458,24 @@ class AlertSweep:
                     windows.effective_rungs(st.window_rungs),
                 )
                 before = dict(st.memory or {})
-                step = evaluate(
-                    watch,
-                    before,
-                    st.failing_since,
-                    outcome,
-                    history.get(st.key_id, ()),
-                    now,
-                )
+                try:
+                    step = evaluate(
+                        watch,
+                        before,
+                        st.failing_since,
+                        outcome,
+                        history.get(st.key_id, ()),
+                        now,
+                    )
+                except Exception as exc:  # a rule that cannot take this key's figures
+                    log.error(
+                        "alert sweep: rules failed for key %s (%s); recorded as malformed",
+                        st.key_id,
+                        _name(exc),
+                    )
+                    stats.failed += 1
+                    outcome = _malformed(outcome)
+                    step = evaluate(watch, dict(before), st.failing_since, outcome, (), now)
                 stats.events += len(step.events)
                 notify = instant.get(st.owner_id, True) and not (
                     st.muted_until is not None and st.muted_until > now
@@ -375,7 +522,7 @@ class AlertSweep:
                 owner_of = {st.key_id: st.owner_id for st in leased}
                 await record_rows(s, [(owner_of[o.key_id], o) for o in done], now)
         stats.checked += len(done)
-        return done
+        return written
 
     @staticmethod
     async def _histories(
@@ -390,9 +537,11 @@ class AlertSweep:
         )
         for key_id, taken, remaining in rows:
             try:
-                out.setdefault(key_id, []).append((taken, Decimal(remaining)))
+                value = Decimal(remaining)
             except InvalidOperation:
                 continue
+            if figure_fault(value) is None:  # a row stored before figures were bounded
+                out.setdefault(key_id, []).append((taken, value))
         return out
 
     # -- housekeeping ----------------------------------------------------------------------

@@ -49,3 +49,13 @@ class BillingError(Exception):
     @property
     def transient(self) -> bool:
         return self.kind in TRANSIENT
+
+
+class MalformedFigure(BillingError, ValueError):
+    """A figure no answer can honestly hold (`1E+40`, `9E+999999`, a 49-digit count, a
+    20-letter currency): raised where a result is built (bot/billing/models.py), so every
+    provider's answer is bounded in one place. A ValueError too, so a stored row holding
+    such a figure reads as unusable instead of breaking whoever renders it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorKind.MALFORMED, detail)

@@ -8,6 +8,7 @@ added into money totals), and/or plan windows (`windows`: a coding plan's 5-hour
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from bot.billing.errors import MalformedFigure
 from bot.secret import Secret
 
 
@@ -58,6 +60,52 @@ MAX_WINDOWS = 24
 MAX_WINDOW_NAME = 32
 _HUNDRED = Decimal(100)
 
+#: Every figure a result carries (money, points, characters, tokens, window counts) is
+#: checked where the result is built, whatever the adapter parsed or computed: the
+#: billing boundary for every provider (docs/security.md §6). Nothing larger, longer or
+#: finer reaches the alert rules, storage (snapshot figures are text, `FIGURE_TEXT_MAX`)
+#: or formatting. 10^16 leaves room for a sum or difference of two provider figures
+#: (`_parse.MAX_AMOUNT` is 10^15); 28 digits is the decimal context's precision, so any
+#: figure computed from bounded inputs fits.
+MAX_FIGURE = Decimal(10) ** 16
+MAX_FIGURE_DIGITS = 28
+MIN_FIGURE_EXPONENT = -30  # a non-zero figure finer than 10^-30 is noise, not money
+#: ISO 4217 codes (any case), plus the few longer tickers some sites bill in ("USDT").
+CURRENCY_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{2,7}")
+
+
+def figure_fault(value: object) -> str | None:
+    """Why this cannot be a figure, or None when it can (see MAX_FIGURE)."""
+    if not isinstance(value, Decimal):
+        return f"must be Decimal, got {type(value).__name__}"
+    if not value.is_finite():
+        return "is not a finite number"
+    if value.is_zero():
+        return None
+    if abs(value) >= MAX_FIGURE or value.adjusted() < MIN_FIGURE_EXPONENT:
+        return "is out of range"
+    digits = "".join(map(str, value.as_tuple().digits)).strip("0")  # not normalize(): it rounds
+    if len(digits) > MAX_FIGURE_DIGITS:
+        return "has too many digits"
+    return None
+
+
+def _check_figure(name: str, value: Decimal | None) -> None:
+    if value is None:
+        return
+    fault = figure_fault(value)
+    if fault is not None:
+        if not isinstance(value, Decimal):
+            raise TypeError(f"{name} {fault}")
+        raise MalformedFigure(f"{name} {fault}")
+
+
+def _check_currency(currency: object) -> None:
+    if currency is not None and (
+        not isinstance(currency, str) or not CURRENCY_RE.fullmatch(currency)
+    ):
+        raise MalformedFigure("currency is not a currency code")
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -92,16 +140,14 @@ class Window:
         object.__setattr__(self, "state", WindowState(self.state))
         for name in ("used", "limit", "used_pct"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, Decimal):
-                raise TypeError(f"{name} must be Decimal, got {type(value).__name__}")
-            if not value.is_finite() or value < 0:
+            _check_figure(name, value)
+            if value is not None and value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0")
         if self.used_pct is not None and self.used_pct > _HUNDRED:
             raise ValueError("used_pct must be within 0-100")
         if self.currency is not None and self.unit is not Unit.MONEY:
             raise ValueError("only a money window has a currency")
+        _check_currency(self.currency)
         if self.resets_at is not None and self.resets_at.tzinfo is None:
             raise ValueError("resets_at must be timezone-aware")
         if self.period is not None and self.period <= timedelta(0):
@@ -154,9 +200,8 @@ class BalanceResult:
 
     def __post_init__(self) -> None:
         for name in ("remaining", "total", "used"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Decimal):
-                raise TypeError(f"{name} must be Decimal, got {type(value).__name__}")
+            _check_figure(name, getattr(self, name))
+        _check_currency(self.currency)
         if self.expires_at is not None and self.expires_at.tzinfo is None:
             raise ValueError("expires_at must be timezone-aware")
         if not isinstance(self.extras, MappingProxyType):

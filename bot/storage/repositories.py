@@ -211,12 +211,16 @@ class AlertStateRepo:
         )
         return list((await self.s.scalars(stmt)).all())
 
-    async def release(self, key_ids: Sequence[str], owner: str) -> None:
+    async def release(
+        self, key_ids: Sequence[str], owner: str, *, due_at: datetime | None = None
+    ) -> None:
+        """Free `owner`'s leases of these keys (and make them due at `due_at` if given)."""
         t = AlertState.__table__
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if due_at is not None:
+            values["next_check_at"] = due_at
         await self.s.execute(
-            update(t)
-            .where(t.c.key_id.in_(list(key_ids)), t.c.lease_owner == owner)
-            .values(lease_owner=None, lease_until=None)
+            update(t).where(t.c.key_id.in_(list(key_ids)), t.c.lease_owner == owner).values(values)
         )
 
     async def lock_leased(self, key_ids: Sequence[str], owner: str) -> list[Row[Any]]:
