@@ -99,7 +99,18 @@ class Sender:
 
     async def _send(self, item: OutboxItem, slots: asyncio.Semaphore) -> None:
         try:
-            text, markup = self.render(item, self.outbox.clock())
+            try:
+                text, markup = self.render(item, self.outbox.clock())
+            except Exception as exc:  # our bug, not a delivery problem: a retry cannot help
+                log.error(
+                    "alert %s for user %s cannot be rendered (%s): dropped",
+                    item.id,
+                    item.user_id,
+                    type(exc).__name__,
+                )
+                await self.outbox.fail(item.id)
+                metrics.alert("dropped")
+                return
             await self.bot.send_message(item.user_id, text, reply_markup=markup)
         except RetryAfter as exc:
             wait = exc.retry_after

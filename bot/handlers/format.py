@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.billing.errors import ErrorKind
@@ -165,11 +165,22 @@ def clip(text: str, limit: int = ECHO_CHARS) -> str:
 # -- numbers ------------------------------------------------------------------------------
 
 
+#: From here on figures are shown as `1.00E+40`: fixed-point would need more digits than
+#: the decimal context holds (quantize raised InvalidOperation from ~1e26) or than a chat
+#: line can. Results are bounded well below (bot/billing/models.py); this keeps rendering
+#: total for whatever else reaches it (old rows, alert payloads).
+SCIENTIFIC_FROM = Decimal(10) ** 18
+
+
 def number(value: Decimal) -> str:
-    """2 decimals from 1 up; below 1, enough decimals for 2 significant digits (max 6)."""
+    """2 decimals from 1 up; below 1, enough decimals for 2 significant digits (max 6).
+
+    Total: any Decimal renders (NaN, infinities, 9E+999999, 1E-999999), never raises."""
     if value.is_nan() or value.is_infinite():
         return str(value)
     magnitude = abs(value)
+    if magnitude >= SCIENTIFIC_FROM:
+        return f"{value:.2E}"
     places = 2
     if 0 < magnitude < 1:
         exp = magnitude.adjusted()  # -1 for 0.5, -3 for 0.00123
@@ -223,7 +234,7 @@ def money(
 
 def count(value: Decimal) -> str:
     """Points, characters, requests: whole numbers without decimals (`12,345`)."""
-    if value.is_finite() and value == value.to_integral_value():
+    if value.is_finite() and abs(value) < SCIENTIFIC_FROM and value == value.to_integral_value():
         return f"{value:,.0f}"
     return number(value)
 
@@ -667,8 +678,12 @@ def totals(reports: Iterable[KeyReport]) -> dict[str, Decimal]:
         ):
             continue
         code = r.currency.upper()
-        sums[code] = sums.get(code, Decimal(0)) + r.remaining
+        sums[code] = _SUMS.add(sums.get(code, Decimal(0)), r.remaining)
     return sums
+
+
+#: Sums never raise: an absurd total becomes Infinity (rendered as such), not an error.
+_SUMS = Context(traps=[InvalidOperation, DivisionByZero])
 
 
 def pack(blocks: Sequence[str], limit: int | None = None, sep: str = "\n\n") -> list[str]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, text
 
-from bot.billing.models import FigureKind, Window, WindowState
+from bot.billing.models import FigureKind, Window, WindowState, figure_fault
 from bot.services import forecast
 from bot.services.balances import window_from_json
 from bot.storage.models import ApiKey, BalanceSnapshot, UTCDateTime
@@ -86,7 +86,7 @@ def _dec(value: str | None) -> Decimal | None:
         number = Decimal(value)
     except (InvalidOperation, ValueError):
         return None
-    return number if number.is_finite() else None
+    return number if figure_fault(number) is None else None  # rows from before the bound
 
 
 def _windows(data: Any) -> tuple[Window, ...]:

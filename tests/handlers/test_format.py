@@ -354,3 +354,36 @@ def test_duration_and_clock_time() -> None:
     assert fmt.duration(3601, EN) == "1 h 1 min"
     assert fmt.duration(86400 * 2 + 3600 * 5, EN) == "2 d 5 h"
     assert fmt.duration(86400 * 7, ZH) == "7 天"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("1e26", "1.00E+26"),  # quantize raised InvalidOperation from ~1e26
+        ("1E+40", "1.00E+40"),
+        ("-9E+999999", "-9.00E+999999"),
+        ("1E-999999", "<0.000001"),
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
+        ("999999999999999999", "999,999,999,999,999,999.00"),
+    ],
+)
+def test_number_is_total(value: str, text: str) -> None:
+    """Any Decimal renders (issue 11, item 4): money, counts and alert payload figures."""
+    assert fmt.number(Decimal(value)) == text
+    assert fmt.count(Decimal(value)).replace(".00", "") == text.replace(".00", "")
+    for unit in ("", "points", "tokens", "quota"):
+        assert fmt.money(Decimal(value), None, unit=unit)
+
+
+def test_alert_texts_render_any_figure() -> None:
+    from bot.alerts.outbox import OutboxItem
+    from bot.handlers import alert_messages
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)  # rendering only: no comparison with real time
+    for kind in ("low", "recovered", "forecast"):
+        payload = {"remaining": "9E+999999", "total": "1" * 60, "currency": "USD",
+                   "threshold": "50%", "threshold_amount": "4.5E+999999", "label": "x"}  # fmt: skip
+        item = OutboxItem(1, 1, "k", kind, payload, 0, now, "en", "UTC")
+        text, _ = alert_messages.render(item, now)
+        assert "9.00E+999999" in text
