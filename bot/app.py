@@ -101,7 +101,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     from bot.billing.service import BillingService
     from bot.services.account import AccountService
     from bot.services.adding import AddService
-    from bot.services.balances import BalanceService
+    from bot.services.balances import BalanceService, ManualCheckLimiter
     from bot.services.flows import FlowStore
     from bot.services.history import HistoryService
 
@@ -116,12 +116,14 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         settings, registry=registry, clock=clock, on_check=metrics.observe_check
     )
     keys = KeyService(db, vault)
-    balances = BalanceService(db, keys, billing)
+    manual_checks = ManualCheckLimiter()  # /balance, "Check now", "I topped up": one limit
+    balances = BalanceService(db, keys, billing, limiter=manual_checks)
     flows = FlowStore(db, vault)
     outbox = OutboxService(db)
     sweep = AlertSweep(
-        db, keys, billing, outbox, interval=settings.alert_interval_seconds, record=True
-    )
+        db, keys, billing, outbox, interval=settings.alert_interval_seconds, record=True,
+        manual_limiter=manual_checks,
+    )  # fmt: skip
     return Services(
         settings=settings,
         db=db,

@@ -38,7 +38,7 @@ from bot.billing.models import CheckOutcome, FigureKind, figure_fault
 from bot.billing.service import BillingService
 from bot.clock import Clock
 from bot.services import forecast
-from bot.services.balances import record_rows
+from bot.services.balances import ManualCheckLimiter, record_rows
 from bot.services.history import prune_snapshots
 from bot.services.keys import KeyService
 from bot.storage.db import Database
@@ -107,6 +107,10 @@ def _name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class ManualLimitReached(Exception):
+    """A user-requested check over the per-user manual-check limit: nothing was requested."""
+
+
 class AlertSweep:
     """Checks every due key on a schedule, replicas sharing the work through leases."""
 
@@ -124,6 +128,7 @@ class AlertSweep:
         clock: Clock | None = None,
         owner: str | None = None,
         record: bool = False,
+        manual_limiter: ManualCheckLimiter | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
@@ -138,6 +143,9 @@ class AlertSweep:
         self.clock = clock or outbox.clock
         self.owner = owner or instance_id()
         self.record = record  # also keep key_status + snapshots (as BalanceService.record)
+        # The per-user limit of manual checks, shared with /balance (BalanceService.limiter):
+        # the alert buttons are manual checks too (docs/security.md §6).
+        self.manual_limiter = manual_limiter or ManualCheckLimiter()
         self._lock = asyncio.Lock()
         self._last_prune: datetime | None = None
         self._stopping = asyncio.Event()  # shutdown: set once, never cleared
@@ -290,7 +298,8 @@ class AlertSweep:
     async def check_now(self, owner_id: int, key_id: str) -> CheckOutcome | None:
         """A user-requested check that runs through the same state machine as the sweep.
 
-        None when the key is not the owner's or another check holds its lease right now.
+        None when the key is not the owner's or another check holds its lease right now;
+        ManualLimitReached (and no request) past the owner's manual-check limit.
         """
         now = self.clock()
         async with self.db.session() as s:
@@ -299,6 +308,8 @@ class AlertSweep:
             )
             if key is None:
                 return None
+            if not self.manual_limiter.allow(owner_id):
+                raise ManualLimitReached(owner_id)
             await AlertStateRepo(s).get_or_create(key, now)
         if not await self.claim(now, 1, [key_id]):
             return None

@@ -18,6 +18,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 from bot.alerts import rules
 from bot.alerts.preferences import MUTE_FOR, AlertPreferences, KeyAlerts, Prefs
 from bot.alerts.rules import BadSpec, parse_specs
+from bot.alerts.sweep import ManualLimitReached
 from bot.alerts.windows import BadRungs, parse_rungs
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import FigureKind
@@ -38,7 +39,7 @@ from bot.handlers.alert_messages import (
     window_figures,
 )
 from bot.i18n import N_, Translator
-from bot.services.balances import KeyReport
+from bot.services.balances import KeyReport, stored_report
 from bot.services.keys import split_label
 
 # -- texts ----------------------------------------------------------------------------------
@@ -95,6 +96,9 @@ ON, OFF = N_("on"), N_("off")
 NOT_FOUND = N_("This key was not found. It may have been deleted.")
 CHECKING = N_("Checking…")
 BUSY = N_("A check of this key is running right now. Try again in a moment.")
+LIMITED = N_(
+    "<i>Many checks in a short time: showing the stored result. Try again in a minute.</i>"
+)
 TOPPED_UP = N_("💳 Thanks! Checked again:")
 MUTED = N_("🔕 Muted until {when}.")
 UNMUTED = N_("🔔 Alerts for this key are on again.")
@@ -639,7 +643,14 @@ async def _check(update: Update, context: BotContext, view: KeyAlerts, *, topped
         await context.bot.send_message(user.id, t(NOT_FOUND))
         return
     sweep = context.services.sweep
-    outcome = await sweep.check_now(user.id, view.key_id) if sweep is not None else None
+    shown = fmt.View.make(context.lang, context.timezone, context.now())
+    try:
+        outcome = await sweep.check_now(user.id, view.key_id) if sweep is not None else None
+    except ManualLimitReached:  # the /balance limit, shared: what is stored, and why
+        status = (await context.services.balances.statuses(user.id, [key.id])).get(key.id)
+        body = fmt.report_block(stored_report(key, status), shown)
+        await context.bot.send_message(user.id, f"{body}\n{t(LIMITED)}")
+        return
     if outcome is None:
         await context.bot.send_message(user.id, t(BUSY))
         return
@@ -649,7 +660,7 @@ async def _check(update: Update, context: BotContext, view: KeyAlerts, *, topped
         err = outcome.error
         kind = err.kind if isinstance(err, BillingError) else ErrorKind.PROVIDER_ERROR
         report = KeyReport(key, error=kind, checked_at=context.now())
-    body = fmt.report_block(report, fmt.View.make(context.lang, context.timezone, context.now()))
+    body = fmt.report_block(report, shown)
     text = f"{t(TOPPED_UP)}\n{body}" if topped_up else body
     await context.bot.send_message(user.id, text)
     context.deliver_alerts()  # an event from this check (e.g. "recovered") is in the outbox
