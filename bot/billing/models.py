@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from bot.billing.errors import MalformedFigure
+from bot.limits import MAX_CURRENCY
 from bot.secret import Secret
 
 
@@ -71,7 +72,7 @@ MAX_FIGURE = Decimal(10) ** 16
 MAX_FIGURE_DIGITS = 28
 MIN_FIGURE_EXPONENT = -30  # a non-zero figure finer than 10^-30 is noise, not money
 #: ISO 4217 codes (any case), plus the few longer tickers some sites bill in ("USDT").
-CURRENCY_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{2,7}")
+CURRENCY_RE = re.compile(rf"[A-Za-z][A-Za-z0-9]{{2,{MAX_CURRENCY - 1}}}")
 
 
 def figure_fault(value: object) -> str | None:

@@ -26,6 +26,7 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bot.billing.errors import BillingError, ErrorKind
+from bot.limits import MAX_BASE_URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -74,6 +75,7 @@ class UrlRefusal(StrEnum):
     matched on its words. The value is the fixed English phrase logs show (not the URL)."""
 
     INVALID_URL = "not a valid URL"
+    TOO_LONG = "the URL is too long"
     NOT_HTTPS = "only https URLs are allowed"
     USERINFO = "URLs with a user name or password are not allowed"
     QUERY_OR_FRAGMENT = "URLs with a query string or fragment are not allowed"
@@ -159,8 +161,10 @@ def validate_base_url(
     Without `allow_private` only https on port 443 (plus `allowed_ports`) is accepted.
     """
     text = url.strip()
-    if not text or len(text) > 2048 or any(c in text for c in "\\\r\n\t "):
+    if not text or any(c in text for c in "\\\r\n\t "):
         raise refuse(UrlRefusal.INVALID_URL)
+    if len(text) > MAX_BASE_URL:  # the column's length too (bot/limits.py)
+        raise refuse(UrlRefusal.TOO_LONG)
     try:
         parsed = httpx.URL(text)
     except (httpx.InvalidURL, ValueError, UnicodeError):
@@ -194,7 +198,10 @@ def validate_base_url(
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:
         netloc = f"{netloc}:{port}"
-    return f"{scheme}://{netloc}{path}"
+    canonical = f"{scheme}://{netloc}{path}"
+    if len(canonical) > MAX_BASE_URL:  # IDNA can make the stored form longer than typed
+        raise refuse(UrlRefusal.TOO_LONG)
+    return canonical
 
 
 def _canonical_host(raw_host: str, *, allow_private: bool) -> str:

@@ -20,6 +20,7 @@ from bot.handlers import callbacks
 from bot.handlers import format as fmt
 from bot.handlers.chat import clear_keyboard, is_private, private_link
 from bot.i18n import LANGUAGES, N_, NP_, Translator
+from bot.limits import MAX_TIMEZONE
 from bot.services.keys import KeyView, match_label
 
 PREFIX = "acc"
@@ -218,7 +219,7 @@ def _zones() -> dict[str, str]:
 
 def resolve_zone(raw: str) -> str | None:
     name = raw.strip()
-    if not name or len(name) > 64:
+    if not name or len(name) > MAX_TIMEZONE:
         return None
     zone = _zones().get(name.lower())
     if zone is None:

@@ -116,6 +116,7 @@ FLOW_EXPIRED = N_("That step has expired. Send /add to start again.")
 #: Why the SSRF guard refused an address (bot/billing/ssrf.py: UrlRefusal), in the user's words.
 URL_REASONS: Mapping[UrlRefusal, str] = {
     UrlRefusal.INVALID_URL: N_("it is not a valid URL"),
+    UrlRefusal.TOO_LONG: N_("the address is too long"),
     UrlRefusal.NOT_HTTPS: N_("only https:// addresses are allowed"),
     UrlRefusal.USERINFO: N_("addresses with a user name or password are not allowed"),
     UrlRefusal.QUERY_OR_FRAGMENT: N_("addresses with ? or # parts are not allowed"),

@@ -17,13 +17,14 @@ from datetime import datetime
 
 from bot.billing.models import KeyRequest
 from bot.crypto.vault import KeyVault, RecordBinding, VaultError
+from bot.limits import MAX_LABEL
 from bot.secret import Secret
 from bot.storage.db import Database
 from bot.storage.models import ApiKey
 from bot.storage.repositories import KeyRepo, UserRepo
 
 MAX_KEYS_PER_USER = 20
-MAX_LABEL_CHARS = 32
+MAX_LABEL_CHARS = MAX_LABEL  # bot/limits.py: the column agrees
 MAX_KEY_CHARS = 512
 
 

@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from bot.limits import FIGURE_TEXT, LABEL_COLUMN, MAX_BASE_URL, MAX_CURRENCY, MAX_TIMEZONE
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -69,7 +71,7 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     language: Mapped[str | None] = mapped_column(String(8))  # None: follow Telegram's language
-    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    timezone: Mapped[str] = mapped_column(String(MAX_TIMEZONE), default="UTC")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     keys: Mapped[list[ApiKey]] = relationship(
@@ -90,9 +92,9 @@ class ApiKey(Base):
     owner_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    label: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(LABEL_COLUMN))
     provider: Mapped[str] = mapped_column(String(32))
-    base_url: Mapped[str | None] = mapped_column(String(512))  # canonical form, in the AAD
+    base_url: Mapped[str | None] = mapped_column(String(MAX_BASE_URL))  # canonical, in the AAD
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     kid: Mapped[str] = mapped_column(String(16), index=True)  # copy of the header's key id
     hint: Mapped[str] = mapped_column(String(24))  # masked, e.g. "sk-…a1b2"
@@ -144,10 +146,10 @@ class BalanceSnapshot(Base):
     key_id: Mapped[str] = mapped_column(String(32), ForeignKey("api_keys.id", ondelete="CASCADE"))
     taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(16))  # balance | spend | validity
-    currency: Mapped[str | None] = mapped_column(String(8))
-    remaining: Mapped[str | None] = mapped_column(String(48))
-    total: Mapped[str | None] = mapped_column(String(48))
-    used: Mapped[str | None] = mapped_column(String(48))
+    currency: Mapped[str | None] = mapped_column(String(MAX_CURRENCY))
+    remaining: Mapped[str | None] = mapped_column(String(FIGURE_TEXT))
+    total: Mapped[str | None] = mapped_column(String(FIGURE_TEXT))
+    used: Mapped[str | None] = mapped_column(String(FIGURE_TEXT))
     # Migration 0005: what a non-money figure counts (points, characters; None = money)
     # and the plan windows of the reading (services/history.py), for charts and /export.
     unit: Mapped[str | None] = mapped_column(String(16))
