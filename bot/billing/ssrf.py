@@ -40,6 +40,19 @@ _ALWAYS_DENIED_NETS = tuple(
         "2001::/32",  # Teredo: embeds an IPv4 address
     )
 )
+#: Deprecated, returned or documentation-only ranges that `ipaddress` calls global (Python
+#: 3.11): no relay lives there, and a network that still routes them is not the internet.
+_RETIRED_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "fec0::/10",  # site-local, deprecated (RFC 3879): the old IPv6 "private" range
+        "3ffe::/16",  # 6bone, returned (RFC 3701)
+        "3fff::/20",  # documentation (RFC 9637)
+        "2001:db8::/32",  # documentation (RFC 3849)
+        "5f00::/16",  # SRv6 SIDs (RFC 9602)
+        "192.88.99.0/24",  # 6to4 relay anycast, deprecated (RFC 7526)
+    )
+)
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 #: Cloud metadata endpoints that live outside link-local; refused even when private is allowed.
 #: What `allow_private` opens up: loopback, RFC 1918, CGNAT (Docker/Tailscale), ULA.
@@ -90,6 +103,7 @@ class UrlRefusal(StrEnum):
     UNSPECIFIED = "address is unspecified or multicast"
     EMBEDDED_IPV4 = "address embeds an IPv4 address (NAT64, 6to4 or Teredo)"
     RESERVED = "address is reserved"
+    RETIRED = "address is site-local, deprecated or for documentation"
     PRIVATE = "address is private or reserved"
     CGNAT = "address is in the shared (CGNAT) range"
     LOOPBACK = "address is loopback"
@@ -121,6 +135,8 @@ def address_refusal(ip: IPAddress, *, allow_private: bool) -> UrlRefusal | None:
         return UrlRefusal.UNSPECIFIED
     if any(ip in net for net in _ALWAYS_DENIED_NETS):
         return UrlRefusal.EMBEDDED_IPV4
+    if any(ip in net for net in _RETIRED_NETS):
+        return UrlRefusal.RETIRED
     if allow_private and any(ip in net for net in _LAN_NETS):
         return None
     if ip.is_reserved:

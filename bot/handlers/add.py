@@ -131,6 +131,7 @@ URL_REASONS: Mapping[UrlRefusal, str] = {
     UrlRefusal.UNSPECIFIED: N_("it points to an unusable address"),
     UrlRefusal.EMBEDDED_IPV4: N_("it points to a tunnelled IPv4 address"),
     UrlRefusal.RESERVED: N_("it points to a reserved address"),
+    UrlRefusal.RETIRED: N_("it points to a retired or documentation address"),
     UrlRefusal.PRIVATE: N_("it points to a private network"),
     UrlRefusal.CGNAT: N_("it points to a private network"),
     UrlRefusal.LOOPBACK: N_("it points to this machine"),

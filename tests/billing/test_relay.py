@@ -324,3 +324,27 @@ async def test_garbage_amounts_are_malformed_not_zero(bad: object) -> None:
     with pytest.raises(BillingError) as info:
         await PROVIDER.fetch(make_ctx(StubHttp(legacy(hard=bad))))
     assert info.value.kind is ErrorKind.MALFORMED
+
+
+BROKEN = reply(200, body=b'{"object": "billing_subscription", "hard_limit_usd": ')
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        {SUB: BROKEN, "/dashboard/billing/subscription": BROKEN},
+        {"/api/usage/token": BROKEN},
+        {"/api/usage/token": reply(200, body=b"\x00\xff garbage")},
+    ],
+)
+async def test_200_with_broken_json_is_malformed_not_no_balance_api(routes: dict) -> None:
+    """Issue 11: the site answered, with garbage — MALFORMED, not "no balance API"."""
+    with pytest.raises(BillingError) as err:
+        await PROVIDER.fetch(make_ctx(StubHttp(routes)))
+    assert err.value.kind is ErrorKind.MALFORMED
+
+
+async def test_broken_json_on_one_route_does_not_hide_a_good_answer() -> None:
+    http = StubHttp({"/api/usage/token": BROKEN, **legacy()})
+    result = await PROVIDER.fetch(make_ctx(http))
+    assert result.total == Decimal(5)

@@ -138,6 +138,23 @@ def test_allow_private_still_refuses_metadata(url: str) -> None:
         ("64:ff9b:1::1", False, False),
         ("2002:a9fe:a9fe::", False, False),
         ("240.0.0.1", False, False),
+        # issue 11: deprecated and special IPv6 ranges `ipaddress` calls global
+        ("fec0::1", False, False),  # site-local (RFC 3879)
+        ("feff:ffff::1", False, False),  # top of fec0::/10
+        ("3ffe:1::1", False, False),  # 6bone
+        ("3fff::1", False, False),  # documentation (RFC 9637)
+        ("2001:db8::1", False, False),  # documentation
+        ("5f00::1", False, False),  # SRv6 SIDs
+        ("192.88.99.1", False, False),  # 6to4 relay anycast
+        ("::7f00:1", False, False),  # IPv4-compatible ::127.0.0.1 (deprecated)
+        ("::a9fe:a9fe", False, False),  # IPv4-compatible ::169.254.169.254
+        ("::ffff:0:a9fe:a9fe", False, False),  # SIIT IPv4-translated
+        ("100::1", False, False),  # discard-only
+        ("2001:10::1", False, False),  # ORCHID (deprecated)
+        ("2001:2::1", False, False),  # benchmarking
+        ("0.1.2.3", False, False),  # "this network"
+        ("198.18.0.1", False, False),  # benchmarking
+        ("255.255.255.255", False, False),  # broadcast
     ],
 )
 def test_address_policy(ip: str, allowed_public: bool, allowed_private: bool) -> None:

@@ -106,8 +106,16 @@ class RelayProvider(Provider):
         # A failure here is not conclusive (one-api has no such route); keep it in case the
         # legacy pair finds nothing either, so "no balance endpoint" does not hide it.
         deferred: BillingError | None = None
+        # A route that answers 200 with garbage (not a page, not JSON) is the site
+        # answering badly: MALFORMED, unless another route answers properly.
+        broken: list[BillingError] = []
         if ctx.memo.get(("relay:no-token-usage", root)):
-            return await self._legacy(ctx, root, headers)
+            try:
+                return await self._legacy(ctx, root, headers, broken)
+            except BillingError as exc:
+                if exc.kind is ErrorKind.NO_BALANCE_API and broken:
+                    raise broken[0] from None
+                raise
         reply = await ctx.http.get(f"{root}/api/usage/token", headers=headers)
         if _route_missing(reply):  # one-api and friends: skip this request next time
             ctx.memo.put(("relay:no-token-usage", root), True)
@@ -122,6 +130,8 @@ class RelayProvider(Provider):
             ):
                 units = await self._site_units(ctx, root, headers)
                 return self._from_token_usage(ctx, payload["data"], units)
+            if payload is None:
+                broken.append(_broken())
         elif reply.status in (401, 403) and not reply.looks_html:
             _raise_if_state(reply)
             deferred = _rejected(reply.status)
@@ -130,15 +140,17 @@ class RelayProvider(Provider):
                 ErrorKind.PROVIDER_ERROR, f"HTTP {reply.status}", status=reply.status
             )
         try:
-            return await self._legacy(ctx, root, headers)
+            return await self._legacy(ctx, root, headers, broken)
         except BillingError as exc:
             if exc.kind is not ErrorKind.NO_BALANCE_API:
                 raise
-            other = await self._other_shapes(ctx, root, headers)
+            other = await self._other_shapes(ctx, root, headers, broken)
             if other is not None:
                 return other
             if deferred is not None:
                 raise deferred from None
+            if broken:
+                raise broken[0] from None
             raise
 
     # -- new-api /api/usage/token ----------------------------------------------------------
@@ -225,7 +237,11 @@ class RelayProvider(Provider):
     # -- legacy /dashboard/billing pair ----------------------------------------------------
 
     async def _legacy(
-        self, ctx: FetchContext, root: str, headers: Mapping[str, str]
+        self,
+        ctx: FetchContext,
+        root: str,
+        headers: Mapping[str, str],
+        broken: list[BillingError] | None = None,
     ) -> BalanceResult:
         today = ctx.now.astimezone(UTC).date()
         window = {
@@ -237,6 +253,8 @@ class RelayProvider(Provider):
                 f"{prefix}/dashboard/billing/subscription", headers=headers
             )
             subscription = _legacy_payload(sub_reply)
+            if subscription is None and broken is not None and _is_garbage(sub_reply):
+                broken.append(_broken())
             if subscription is None or subscription.get("object") != "billing_subscription":
                 continue  # 404, SPA HTML, {"code":"404"}: maybe the other prefix
             usage_reply = await ctx.http.get(
@@ -271,7 +289,11 @@ class RelayProvider(Provider):
     # -- new-api /v1/credits and the cc-switch usage shape ---------------------------------
 
     async def _other_shapes(
-        self, ctx: FetchContext, root: str, headers: Mapping[str, str]
+        self,
+        ctx: FetchContext,
+        root: str,
+        headers: Mapping[str, str],
+        broken: list[BillingError] | None = None,
     ) -> BalanceResult | None:
         """The answers some sites give instead of the legacy pair; None if neither."""
         if not ctx.memo.get(("relay:no-credits", root)):
@@ -281,11 +303,15 @@ class RelayProvider(Provider):
             summary = _credit_summary(payload)
             if summary is not None:
                 return self._from_credits(ctx, summary)
+            if broken is not None and _is_garbage(reply):
+                broken.append(_broken())
             if _route_missing(reply):
                 ctx.memo.put(("relay:no-credits", root), True)
         reply = await ctx.http.get(f"{root}/v1/usage", headers=headers)
         reply.raise_for_common()
         payload = None if reply.status != 200 or reply.looks_html else reply.json_or_none()
+        if broken is not None and _is_garbage(reply):
+            broken.append(_broken())
         if looks_like_usage_script(payload):
             currency, extras = _legacy_currency(ctx.options)
             extras["source"] = "usage_script"
@@ -363,6 +389,15 @@ class RelayProvider(Provider):
             state=state,
             extras=extras,
         )
+
+
+def _is_garbage(reply: HttpReply) -> bool:
+    """HTTP 200, not a web page, and not JSON: the route exists and sent garbage."""
+    return reply.status == 200 and not reply.looks_html and reply.json_or_none() is None
+
+
+def _broken() -> BillingError:
+    return BillingError(ErrorKind.MALFORMED, "relay answered 200 with broken JSON", status=200)
 
 
 def _route_missing(reply: HttpReply) -> bool:
