@@ -57,6 +57,8 @@ EXPLAIN: dict[ErrorKind, str] = {
     ErrorKind.URL_REFUSED: "The base URL was refused by the safety check (https only, no "
     "private or internal addresses).",
     ErrorKind.UNREADABLE: "The stored key could not be decrypted.",
+    ErrorKind.PROVIDER_DOWN: "The provider failed several checks in a row just now; it is not "
+    "asked again for a little while (circuit breaker).",
 }
 
 

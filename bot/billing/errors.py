@@ -6,6 +6,7 @@ so they are safe to log and to show (after translation by the UI, keyed on `kind
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -19,11 +20,18 @@ class ErrorKind(StrEnum):
     MALFORMED = "malformed"  # not JSON, missing fields, oversized
     URL_REFUSED = "url_refused"  # base URL blocked by the SSRF guard
     UNREADABLE = "unreadable"  # stored ciphertext could not be decrypted (vault)
+    PROVIDER_DOWN = "provider_down"  # not asked: its host failed repeatedly (circuit breaker)
 
 
 #: Failures that say nothing about the key itself: retry later, do not alert on one.
 TRANSIENT = frozenset(
-    {ErrorKind.RATE_LIMITED, ErrorKind.PROVIDER_ERROR, ErrorKind.NETWORK, ErrorKind.MALFORMED}
+    {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.PROVIDER_ERROR,
+        ErrorKind.NETWORK,
+        ErrorKind.MALFORMED,
+        ErrorKind.PROVIDER_DOWN,
+    }
 )
 
 
@@ -38,8 +46,10 @@ class BillingError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         reason: StrEnum | None = None,
+        since: datetime | None = None,
     ) -> None:
         self.kind = kind
+        self.since = since  # PROVIDER_DOWN: when its host started failing (program's clock)
         self.detail = detail
         self.reason = reason  # a finer code within the kind (e.g. ssrf.UrlRefusal)
         self.status = status

@@ -25,6 +25,7 @@ from typing import Protocol
 import httpx
 
 from bot.billing import detect as _detect
+from bot.billing.breaker import CircuitBreaker
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.http import HttpClients, HttpOptions, ProviderHttpClient
 from bot.billing.models import CheckOutcome, KeyRequest
@@ -129,6 +130,7 @@ class BillingService:
         check_timeout: float = 45.0,
         allowed_ports: frozenset[int] = frozenset(),
         on_check: CheckHook | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry if registry is not None else registry_for(settings)
@@ -150,6 +152,7 @@ class BillingService:
         self._inflight: dict[str, asyncio.Future[CheckOutcome]] = {}
         self._salt = os.urandom(16)
         self._memo = SiteMemo()
+        self._breaker = breaker or CircuitBreaker(self._now)
         self.on_check = on_check
 
     @property
@@ -304,9 +307,20 @@ class BillingService:
             )
             await self._hosts.acquire(host, limit)
             try:
-                async with self._global_sem():
-                    async with asyncio.timeout(self._check_timeout):
-                        result = await provider.fetch(ctx)
+                # A built-in/operator host that keeps failing is not asked for a while
+                # (bot/billing/breaker.py); a user's relay only has its per-host cap.
+                if not user_url:
+                    self._breaker.admit(host)
+                try:
+                    async with self._global_sem():
+                        async with asyncio.timeout(self._check_timeout):
+                            result = await provider.fetch(ctx)
+                except BaseException as exc:
+                    if not user_url:
+                        self._breaker.failed(host, exc, self._now())
+                    raise
+                if not user_url:
+                    self._breaker.answered(host)
             finally:
                 self._hosts.release(host)
             if result.fetched_at is None:

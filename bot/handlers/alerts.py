@@ -659,7 +659,8 @@ async def _check(update: Update, context: BotContext, view: KeyAlerts, *, topped
     else:
         err = outcome.error
         kind = err.kind if isinstance(err, BillingError) else ErrorKind.PROVIDER_ERROR
-        report = KeyReport(key, error=kind, checked_at=context.now())
+        since = err.since if isinstance(err, BillingError) else None
+        report = KeyReport(key, error=kind, checked_at=context.now(), down_since=since)
     body = fmt.report_block(report, shown)
     text = f"{t(TOPPED_UP)}\n{body}" if topped_up else body
     await context.bot.send_message(user.id, text)

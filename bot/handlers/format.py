@@ -42,7 +42,9 @@ ERROR_SENTENCES: dict[ErrorKind, str] = {
     ErrorKind.MALFORMED: N_("The provider's answer made no sense, so no figure is shown."),
     ErrorKind.URL_REFUSED: N_("This key's base URL is not allowed (private or invalid address)."),
     ErrorKind.UNREADABLE: N_("Can't decrypt this key, please re-add it."),
+    ErrorKind.PROVIDER_DOWN: N_("The provider is not answering; checks resume by themselves."),
 }
+T_DOWN_SINCE = N_("The provider has not been answering since {when}; checks resume by themselves.")
 
 VALIDITY_HINTS: dict[str, str] = {
     "openai": N_("OpenAI shows credit only on its website; an admin key shows spend."),
@@ -271,6 +273,14 @@ def age(when: datetime, now: datetime, t: Translator) -> str:
 def days_left(expires_at: datetime, now: datetime, tz: ZoneInfo) -> int:
     """Calendar days between today and the expiry date, both in the user's zone."""
     return (expires_at.astimezone(tz).date() - now.astimezone(tz).date()).days
+
+
+def since(when: datetime, now: datetime, tz: ZoneInfo) -> str:
+    """`14:02` today (in the user's zone), else `2026-12-01 14:02`."""
+    local = when.astimezone(tz)
+    if local.date() == now.astimezone(tz).date():
+        return local.strftime("%H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")
 
 
 def local_date(when: datetime, tz: ZoneInfo) -> str:
@@ -640,10 +650,10 @@ def report_block(report: KeyReport, v: View, *, dated: bool = False) -> str:
             lines.append(f"<i>{v.t(T_CHECKED, age=age(report.checked_at, v.now, v.t))}</i>")
         return "\n".join(lines)
     kind = report.error or ErrorKind.PROVIDER_ERROR
-    lines = [
-        title_line(error_mark(kind), key.label, key.provider, v.t),
-        error_sentence(kind, v.t, key.provider),
-    ]
+    sentence = error_sentence(kind, v.t, key.provider)
+    if kind is ErrorKind.PROVIDER_DOWN and report.down_since is not None:
+        sentence = v.t(T_DOWN_SINCE, when=since(report.down_since, v.now, v.tz))
+    lines = [title_line(error_mark(kind), key.label, key.provider, v.t), sentence]
     if report.last_known is not None and report.last_known_at is not None:
         figure = short_figure(report.last_known, v.t)
         lines.append(v.t(T_LAST_KNOWN, figure=figure, age=age(report.last_known_at, v.now, v.t)))

@@ -203,6 +203,7 @@ class KeyReport:
     retry_after: float | None = None
     fresh: bool = True
     from_cache: bool = False
+    down_since: datetime | None = None  # PROVIDER_DOWN: when the provider stopped answering
 
     @property
     def ok(self) -> bool:
@@ -594,6 +595,7 @@ def _report(
         last_known_at=status.last_ok_at if status else None,
         retry_after=retry,
         from_cache=outcome.from_cache,
+        down_since=error.since if isinstance(error, BillingError) else None,
     )
 
 

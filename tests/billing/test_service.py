@@ -169,7 +169,11 @@ async def test_slow_provider_does_not_delay_others(server, server2) -> None:
         await service.aclose()
     assert all(o.ok for o in fast_out)
     assert fast_elapsed < 1.5, f"fast provider waited {fast_elapsed:.2f}s behind the slow one"
-    assert all(o.error is not None and o.error.kind is ErrorKind.NETWORK for o in slow_out)
+    kinds = [o.error.kind if o.error is not None else None for o in slow_out]
+    # Timeouts; once 5 in a row have timed out, the circuit breaker skips the rest
+    # (bot/billing/breaker.py): PROVIDER_DOWN, no request.
+    assert set(kinds) <= {ErrorKind.NETWORK, ErrorKind.PROVIDER_DOWN}
+    assert kinds.count(ErrorKind.NETWORK) >= 5
     # 10 slow keys, 2 at a time, 0.5 s each => about 2.5 s; never 3 s per key
     assert total < 5.0
     assert max(timings["test-other"]) < 1.5
