@@ -378,3 +378,38 @@ def _forecast(
     mem["fc"] = True
     n = _bump(mem, "fc")
     return [Event(FORECAST, f"fc:{n}", {**figure, "runs_out_at": iso(when)})]
+
+
+# -- mutes ------------------------------------------------------------------------------------
+# A mute silences notifications, not the state machine: a rung crossed while muted is
+# recorded as fired, so it would never be told. These two keep it ("held") and tell it
+# once the mute is over, if the balance is still below it.
+
+
+def hold_while_muted(before: Mapping[str, Any], memory: dict[str, Any]) -> None:
+    """Remember the rungs this muted check fired (they were not told)."""
+    crossed = [r for r in memory.get("fired", []) if r not in before.get("fired", [])]
+    if crossed:
+        memory["held"] = list(dict.fromkeys([*memory.get("held", []), *crossed]))
+
+
+def told_after_mute(
+    watch: Watch, memory: dict[str, Any], result: BalanceResult | None, events: Sequence[Event]
+) -> list[Event]:
+    """After the mute: one low-balance event for held rungs the balance is still below
+    (none when it recovered meanwhile, or when this check tells a crossing anyway)."""
+    held = memory.get("held")
+    if not held or result is None or money_value(result) is None:
+        return []  # nothing held, or no reading yet: keep holding until there is one
+    del memory["held"]
+    still = [r for r in held if r in memory.get("fired", []) and r in watch.thresholds]
+    if not still or any(e.kind == LOW for e in events):
+        return []
+    levels = {r: threshold_amount(r, result.total) for r in still}
+    known = [r for r in still if levels[r] is not None]
+    if not known:
+        return []
+    worst = min(known, key=lambda r: levels[r])  # type: ignore[arg-type,return-value]
+    n = _bump(memory, "low")
+    data = {**reading(result), "threshold": worst, "threshold_amount": _num(levels[worst])}
+    return [Event(LOW, f"low:{worst}:{n}", data)]

@@ -32,7 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.alerts import windows
 from bot.alerts.outbox import OutboxService, enqueue_many, instance_id, outbox_row
-from bot.alerts.rules import Watch, evaluate, money_value, reading
+from bot.alerts.rules import (
+    Watch,
+    evaluate,
+    hold_while_muted,
+    money_value,
+    reading,
+    told_after_mute,
+)
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import CheckOutcome, FigureKind, figure_fault
 from bot.billing.service import BillingService
@@ -487,10 +494,14 @@ class AlertSweep:
                     stats.failed += 1
                     outcome = _malformed(outcome)
                     step = evaluate(watch, dict(before), st.failing_since, outcome, (), now)
+                muted = st.muted_until is not None and st.muted_until > now
+                if muted:  # recorded, not told: held until the mute is over
+                    hold_while_muted(before, step.memory)
+                else:
+                    result = outcome.result
+                    step.events[:0] = told_after_mute(watch, step.memory, result, step.events)
                 stats.events += len(step.events)
-                notify = instant.get(st.owner_id, True) and not (
-                    st.muted_until is not None and st.muted_until > now
-                )
+                notify = instant.get(st.owner_id, True) and not muted
                 if notify:  # else recorded in memory, not notified: the user chose so
                     label, hint, provider = batch.names[st.key_id]
                     extra = {"label": label, "hint": hint, "provider": provider}

@@ -138,7 +138,9 @@ async def test_three_failing_sweeps_are_no_event_but_a_day_is_one(rig: Rig) -> N
     assert await rig.kinds() == ["low", "stale"]  # still below: no second low alert
 
 
-async def test_mute_records_but_does_not_notify(rig: Rig) -> None:
+async def test_mute_records_and_tells_the_crossing_once_it_is_over(rig: Rig) -> None:
+    """A mute silences, it does not hide: the rung crossed while muted is told once the
+    mute is over, if the balance is still below it (issue 11). It used to be never told."""
     secret = "sk-mute00000000000000001"
     key_id = await rig.add_key(USER, secret)
     await rig.alerts.set_thresholds(USER, [key_id], ["50"])
@@ -147,9 +149,24 @@ async def test_mute_records_but_does_not_notify(rig: Rig) -> None:
     assert await rig.kinds() == []
     rig.clock.advance(hours=25)
     await slide(rig, secret, ["20"])
-    # The crossing happened during the mute: not repeated. (40 → 30 → 20 over 25 h is a
-    # real burn rate, so a run-out forecast is due now that the mute is over.)
-    assert await rig.kinds() == ["forecast"]
+    # Still below 50 after the mute: told now, once. (40 → 30 → 20 over 25 h is a real
+    # burn rate, so a run-out forecast is due as well.)
+    assert await rig.kinds() == ["low", "forecast"]
+    low = (await rig.events())[0]
+    assert low.payload["threshold"] == "50" and low.payload["remaining"] == "20"
+    await slide(rig, secret, ["19", "18"])
+    assert await rig.kinds() == ["low", "forecast"]
+
+
+async def test_a_crossing_that_recovered_during_the_mute_is_not_told(rig: Rig) -> None:
+    secret = "sk-mute00000000000000002"
+    key_id = await rig.add_key(USER, secret)
+    await rig.alerts.set_thresholds(USER, [key_id], ["50"])
+    await rig.alerts.mute(USER, key_id, rig.clock.now + timedelta(hours=24))
+    await slide(rig, secret, ["40", "90"])  # crossed, then topped up, all while muted
+    rig.clock.advance(hours=25)
+    await slide(rig, secret, ["88"])
+    assert await rig.kinds() == []
 
 
 async def test_forecast_from_snapshots(rig: Rig) -> None:
