@@ -134,7 +134,7 @@ class AlertSweep:
         pipeline: int = 2,
         clock: Clock | None = None,
         owner: str | None = None,
-        record: bool = False,
+        record: bool = True,
         manual_limiter: ManualCheckLimiter | None = None,
     ) -> None:
         self.db = db
@@ -149,7 +149,9 @@ class AlertSweep:
         self.pipeline = pipeline  # batches being checked at once while one is written
         self.clock = clock or outbox.clock
         self.owner = owner or instance_id()
-        self.record = record  # also keep key_status + snapshots (as BalanceService.record)
+        # Also keep key_status + snapshots (as BalanceService.record); off only where a
+        # caller keeps its own (tests of the alert rules alone).
+        self.record = record
         # The per-user limit of manual checks, shared with /balance (BalanceService.limiter):
         # the alert buttons are manual checks too (docs/security.md §6).
         self.manual_limiter = manual_limiter or ManualCheckLimiter()
@@ -540,7 +542,7 @@ class AlertSweep:
                 done.append(outcome)
             await states.finish_checks(changes, self.owner, now, now + self.interval)
             await enqueue_many(s, events)
-            if self.record is not None:
+            if self.record:
                 owner_of = {st.key_id: st.owner_id for st in leased}
                 await record_rows(s, [(owner_of[o.key_id], o) for o in done], now)
         stats.checked += len(done)

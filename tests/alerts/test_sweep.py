@@ -253,3 +253,23 @@ async def test_siliconflow_retired_balance_route_never_alerts(rig: Rig) -> None:
     async with rig.db.session() as s:
         state = (await s.execute(select(AlertState).where(AlertState.key_id == key_id))).scalar()
     assert state is not None and not state.memory.get("rev") and state.failing_since is None
+
+
+async def test_the_sweep_keeps_readings_only_when_asked_to(rig: Rig) -> None:
+    """Regression: `record` was tested with `is not None`, so record=False still wrote
+    key_status and snapshots."""
+    secret = "sk-record00000000000001"
+    key_id = await rig.add_key(USER, secret)
+    rig.balances.amounts[secret] = "12"
+
+    async def snapshots() -> int:
+        async with rig.db.session() as s:
+            rows = await s.scalars(select(BalanceSnapshot).where(BalanceSnapshot.key_id == key_id))
+            return len(list(rows))
+
+    rig.sweeper.record = False
+    await rig.sweep()
+    assert await snapshots() == 0
+    rig.sweeper.record = True
+    await rig.sweep(hours=2)
+    assert await snapshots() == 1
