@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable
 from typing import Any
 
-from telegram import BotCommand, BotCommandScopeAllPrivateChats, LinkPreviewOptions, Update
+from telegram import BotCommand, BotCommandScopeAllPrivateChats, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
-    BaseUpdateProcessor,
     ContextTypes,
     Defaults,
 )
@@ -23,14 +18,17 @@ from bot import handlers, jobs, metrics
 from bot.clock import Clock, system_clock
 from bot.context import BotContext, BotData, Services
 from bot.crypto.masterkey import open_vault
+from bot.handlers import overflow
 from bot.handlers.alert_messages import render as render_alert
 from bot.i18n import LANGUAGES, N_, translator
 from bot.logs import install_redaction
+from bot.ratelimit import BotRateLimiter
 from bot.secret import register_static
 from bot.services.keys import KeyService
 from bot.services.users import UserService
 from bot.settings import Settings
 from bot.storage.db import Database
+from bot.updates import PerUserUpdateProcessor
 
 log = logging.getLogger(__name__)
 
@@ -49,46 +47,6 @@ COMMANDS = (
     ("cancel", N_("Leave the current step")),
     ("help", N_("All commands")),
 )
-
-
-class PerUserUpdateProcessor(BaseUpdateProcessor):
-    """Different users concurrently, each user's updates in order.
-
-    A slow /balance must not hold up everyone else, yet one user's two messages (a key,
-    then its label) must be handled in the order they were sent.
-    """
-
-    def __init__(self, max_concurrent_updates: int = 64) -> None:
-        super().__init__(max_concurrent_updates)
-        self._locks: OrderedDict[int, asyncio.Lock] = OrderedDict()
-
-    def _lock(self, update: object) -> asyncio.Lock | None:
-        if not isinstance(update, Update) or update.effective_user is None:
-            return None
-        uid = update.effective_user.id
-        lock = self._locks.get(uid)
-        if lock is None:
-            lock = self._locks[uid] = asyncio.Lock()
-            while len(self._locks) > 10_000:  # forget idle users' locks
-                old_uid, old = next(iter(self._locks.items()))
-                if old.locked():
-                    break
-                del self._locks[old_uid]
-        return lock
-
-    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        lock = self._lock(update)
-        if lock is None:
-            await coroutine
-            return
-        async with lock:
-            await coroutine
-
-    async def initialize(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
 
 
 async def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
@@ -209,7 +167,7 @@ def build_application(
                 parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)
             )
         )
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .rate_limiter(BotRateLimiter())
         .concurrent_updates(PerUserUpdateProcessor())
         .job_queue(jobs.BotJobQueue())
         .post_init(post_init)
@@ -218,5 +176,7 @@ def build_application(
     )
     app.bot_data.settings = settings
     app.bot_data.services = services
+    if isinstance(app.update_processor, PerUserUpdateProcessor):
+        app.update_processor.on_overflow = overflow.teller(app)
     handlers.register(app)
     return app

@@ -1,4 +1,11 @@
-"""The one error handler: log what failed (redacted, no update contents), apologise."""
+"""The one error handler: log what failed (redacted, no update contents), apologise.
+
+A reply Telegram would not take (429 past the retry budget, 5xx or connection errors
+past the retries in bot/ratelimit.py, a user who blocked the bot) is not a failure of
+what the user asked for — the key may well be saved. It is logged as "not delivered",
+and no apology is sent: it would claim a failure that did not happen, and Telegram
+would refuse it too.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import logging
 
 from telegram import Update
 from telegram.constants import ChatType
-from telegram.error import Forbidden, NetworkError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot.context import BotContext
 from bot.i18n import N_, translator
@@ -23,6 +30,17 @@ async def on_error(update: object, context: BotContext) -> None:
         update_id = update.update_id
         user_id = update.effective_user.id if update.effective_user else None
     # Never serialise the update: its text may be a pasted key (docs/security.md §T4).
+    undelivered = isinstance(error, (RetryAfter, Forbidden, NetworkError)) and not isinstance(
+        error, BadRequest
+    )
+    if undelivered and isinstance(update, Update):
+        log.warning(
+            "reply to update %s (user %s) not delivered: Telegram answered %s",
+            update_id,
+            user_id,
+            type(error).__name__,
+        )
+        return
     log.error(
         "error while handling update %s (user %s): %s",
         update_id,

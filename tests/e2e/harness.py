@@ -42,6 +42,18 @@ class RunningBot:
         return services
 
 
+def without_scheduled_sweep(bot: RunningBot) -> None:
+    """Remove the sweep job (its first run is 5 s after start).
+
+    For conversations of many commands: replies to one chat are paced to about one a second
+    (bot/ratelimit.py), so such a test outlasts the sweep's first run, which would check
+    the user's keys in between.
+    """
+    assert bot.app.job_queue is not None
+    for job in bot.app.job_queue.get_jobs_by_name("alerts-sweep"):
+        job.schedule_removal()
+
+
 def provider_overrides(url: str) -> dict[str, str]:
     """PROVIDER_<ID>_BASE_URL for every registered provider → the fake server."""
     return {p.upper().replace("-", "_"): url for p in default_registry()}

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from bot.secret import Secret
 from bot.storage.models import KeyStatus
-from tests.e2e.harness import RunningBot, running_bot
+from tests.e2e.harness import RunningBot, running_bot, without_scheduled_sweep
 from tests.fakes.provider_server import Reply
 from tests.fakes.telegram_api import BotMessage, button_data
 
@@ -205,6 +205,7 @@ async def test_split_at_key_boundaries(make_settings, monkeypatch) -> None:
 
 async def test_manual_checks_are_rate_limited(make_settings) -> None:
     async with running_bot(make_settings) as bot:
+        without_scheduled_sweep(bot)  # 15 paced replies outlast its first run
         ann = bot.tg.user(2005, "Ann")
         await add(bot, ann.id, "sk-deepseek0123456789abcdef", "deepseek", "ds")
         bot.providers.reply("/user/balance", json=DEEPSEEK)

@@ -6,6 +6,7 @@
     server.reply("/v1/models", status=401, json={...})
     server.reply("/slow", json={}, delay=0.1)
     server.script("/flaky", [Reply(500), Reply(200, json={...})])  # one per request, last repeats
+    server.hold("/hang"); ...; server.release()    # requests to /hang wait until released
     ... server.url ... server.requests ...
     await server.stop()
 
@@ -73,6 +74,7 @@ class FakeProviderServer:
         self.in_flight = 0
         self.peak_in_flight = 0  # most requests being answered at once
         self.latency = 0.0  # added to every reply
+        self._held: dict[str, asyncio.Event] = {}
         self._runner: web.AppRunner | None = None
 
     # -- scripting -------------------------------------------------------------------
@@ -102,6 +104,15 @@ class FakeProviderServer:
         """Compute the reply from the request (e.g. check the Authorization header)."""
         self._dynamic[path] = func
 
+    def hold(self, path: str) -> None:
+        """Requests to `path` hang (connection open, no answer) until `release()`."""
+        self._held.setdefault(path, asyncio.Event())
+
+    def release(self) -> None:
+        for event in self._held.values():
+            event.set()
+        self._held.clear()
+
     def clear(self) -> None:
         self._scripts.clear()
         self._dynamic.clear()
@@ -125,6 +136,9 @@ class FakeProviderServer:
                     request.method, request.path, dict(request.query), dict(request.headers), body
                 )
             )
+        held = self._held.get(request.path)
+        if held is not None:
+            await held.wait()
         if request.path in self._dynamic:
             reply = self._dynamic[request.path](request)
         elif request.path in self._scripts:
@@ -165,6 +179,7 @@ class FakeProviderServer:
         return self
 
     async def stop(self) -> None:
+        self.release()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
