@@ -232,3 +232,24 @@ class AlertOutbox(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(40))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# -- webhook (migration 0007) ------------------------------------------------------------
+
+
+class WebhookUpdate(Base):
+    """A Telegram update id taken by a webhook replica: handled once, across replicas.
+
+    Telegram retries a webhook POST it did not get a 2xx for (a slow answer, a crash), so
+    the same update can arrive twice, at two replicas. `done_at` is set once handled; a
+    claim whose owner died is taken over (bot/services/webhook_updates.py). Pruned after
+    two days (Telegram keeps an undelivered update for 24 hours).
+    """
+
+    __tablename__ = "webhook_updates"
+    __table_args__ = (Index("ix_webhook_updates_claimed_at", "claimed_at"),)
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(40))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
