@@ -7,5 +7,13 @@ class ConfigError(Exception):
     exit_code = 78  # EX_CONFIG
 
 
+class Busy(Exception):
+    """A shared resource stayed busy past the time we wait for it; nothing was changed.
+
+    Raised by the storage layer (SQLite's write lock held by another writer, perhaps
+    outside the bot); the error handler answers "busy, try again", not "went wrong".
+    """
+
+
 class StartupRefused(ConfigError):
     """The database and the master key do not fit together; nothing was changed."""

@@ -180,6 +180,7 @@ class AlertPreferences:
             prefs = await s.get(AlertPrefs, user_id)
             if prefs is not None and prefs.lang == lang and prefs.paused_at is None:
                 return False
+        async with self.db.write() as s:  # on SQLite: in turn, BEGIN IMMEDIATE
             prefs = await self._prefs_row(s, user_id)
             prefs.lang = lang
             paused = prefs.paused_at is not None

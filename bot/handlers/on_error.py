@@ -16,11 +16,13 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot.context import BotContext
+from bot.errors import Busy
 from bot.i18n import N_, translator
 
 log = logging.getLogger("bot.errors")
 
 SORRY = N_("Something went wrong on my side. Please try again in a minute.")
+BUSY = N_("⏳ I am very busy right now, so nothing was changed. Please try again in a minute.")
 
 
 async def on_error(update: object, context: BotContext) -> None:
@@ -41,22 +43,27 @@ async def on_error(update: object, context: BotContext) -> None:
             type(error).__name__,
         )
         return
-    log.error(
-        "error while handling update %s (user %s): %s",
-        update_id,
-        user_id,
-        type(error).__name__,
-        exc_info=error,
-    )
+    busy = isinstance(error, Busy)
+    if busy:  # an expected overload, not a bug: no traceback
+        log.warning("update %s (user %s): the database is busy", update_id, user_id)
+    else:
+        log.error(
+            "error while handling update %s (user %s): %s",
+            update_id,
+            user_id,
+            type(error).__name__,
+            exc_info=error,
+        )
     if isinstance(error, (Forbidden, NetworkError)) or not isinstance(update, Update):
         return
     chat = update.effective_chat
     if chat is None or chat.type != ChatType.PRIVATE:
         return
+    text = translator(context.lang)(BUSY if busy else SORRY)
     try:
         if update.callback_query is not None:
-            await update.callback_query.answer(translator(context.lang)(SORRY), show_alert=True)
+            await update.callback_query.answer(text, show_alert=True)
         else:
-            await context.bot.send_message(chat.id, translator(context.lang)(SORRY))
+            await context.bot.send_message(chat.id, text)
     except Exception:  # the apology itself failing must not loop back here
         log.warning("could not tell user %s about the error", user_id)

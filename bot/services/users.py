@@ -20,8 +20,16 @@ class UserService:
         self.db = db
 
     async def touch(self, user_id: int) -> Profile:
-        """Get the user's profile, creating the row on first contact."""
+        """Get the user's profile, creating the row on first contact.
+
+        Runs for every private message, so it only reads unless the row is missing; the
+        first contact writes in a write transaction (bot/storage/db.py).
+        """
         async with self.db.session() as s:
+            user = await UserRepo(s).get(user_id)
+            if user is not None:
+                return Profile(user.id, user.language, user.timezone)
+        async with self.db.write() as s:
             user = await UserRepo(s).get_or_create(user_id)
             return Profile(user.id, user.language, user.timezone)
 
