@@ -25,6 +25,7 @@ from bot.logs import install_redaction
 from bot.ratelimit import BotRateLimiter
 from bot.secret import register_static
 from bot.services.keys import KeyService
+from bot.services.shared_limits import Instances, SharedPacer, SharedQuota
 from bot.services.users import UserService
 from bot.settings import Settings
 from bot.storage.db import Database
@@ -58,8 +59,12 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     from bot.billing.registry import registry_for
     from bot.billing.service import BillingService
     from bot.services.account import AccountService
-    from bot.services.adding import AddService
-    from bot.services.balances import BalanceService, ManualCheckLimiter
+    from bot.services.adding import ADD_CHECKS_PER_HOUR, AddService
+    from bot.services.balances import (
+        MANUAL_CHECKS_PER_MINUTE,
+        BalanceService,
+        ManualCheckLimiter,
+    )
     from bot.services.flows import FlowStore
     from bot.services.history import HistoryService
 
@@ -74,7 +79,15 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         settings, registry=registry, clock=clock, on_check=metrics.observe_check
     )
     keys = KeyService(db, vault)
-    manual_checks = ManualCheckLimiter()  # /balance, "Check now", "I topped up": one limit
+    # Per-user limits: in this process on SQLite (single-instance), in the database on
+    # PostgreSQL, where replicas share them (bot/services/shared_limits.py). One manual-
+    # check limit: /balance, "Check now", "I topped up".
+    instances = first = None
+    manual_checks = ManualCheckLimiter()
+    if not db.is_sqlite:
+        instances = Instances(db)
+        manual_checks = SharedQuota(db, "manual-check", MANUAL_CHECKS_PER_MINUTE, 60.0)
+        first = SharedQuota(db, "first-check", ADD_CHECKS_PER_HOUR, 3600.0)
     balances = BalanceService(db, keys, billing, limiter=manual_checks)
     flows = FlowStore(db, vault)
     outbox = OutboxService(db)
@@ -90,17 +103,23 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         billing=billing,
         balances=balances,
         flows=flows,
-        adding=AddService(keys, billing, flows, balances),
+        adding=AddService(keys, billing, flows, balances, limiter=first),
         account=AccountService(db),
         alerts=AlertPreferences(db, outbox),
         sweep=sweep,
         digest=DailyDigest(db),
         outbox=outbox,
         history=HistoryService(db),
+        instances=instances,
     )
 
 
 async def close_services(services: Services) -> None:
+    if services.instances is not None:
+        try:
+            await services.instances.leave()  # the others' shares grow at their next beat
+        except Exception as exc:
+            log.info("could not remove this instance's heartbeat: %s", exc)
     await services.billing.aclose()
     await services.db.dispose()
 
@@ -132,6 +151,11 @@ async def post_init(app: BotApp) -> None:
     if app.bot_data.services is None:
         app.bot_data.services = await build_services(settings)
     await set_commands(app)
+    services = app.bot_data.services
+    if services.instances is not None:  # PostgreSQL: replicas share the limits
+        services.billing.share_with(await services.instances.beat())
+        if isinstance(app.bot.rate_limiter, BotRateLimiter):
+            app.bot.rate_limiter.overall = SharedPacer(services.db)
     jobs.schedule(app, render_alert)
     log.info("bot @%s ready", app.bot.username)
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bot.services.flows import FlowStore
     from bot.services.history import HistoryService
     from bot.services.keys import KeyService
+    from bot.services.shared_limits import Instances
     from bot.services.users import UserService
     from bot.settings import Settings
     from bot.storage.db import Database
@@ -49,6 +50,7 @@ class Services:
     sweep: AlertSweep | None = None
     digest: DailyDigest | None = None
     outbox: OutboxService | None = None
+    instances: Instances | None = None  # PostgreSQL: this replica's heartbeat (shared limits)
 
     @property
     def clock(self) -> Clock:

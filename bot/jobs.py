@@ -16,6 +16,7 @@ from telegram.ext import Application, JobQueue
 from bot import metrics
 from bot.context import BotContext
 from bot.delivery import Render, Sender
+from bot.services.shared_limits import HEARTBEAT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,13 @@ async def digest_job(context: BotContext) -> None:
         context.deliver_alerts()
 
 
+async def heartbeat_job(context: BotContext) -> None:
+    """PostgreSQL: say this replica is alive; take its share of the per-host caps."""
+    services = context.bot_data.services
+    if services is not None and services.instances is not None:
+        services.billing.share_with(await services.instances.beat())
+
+
 async def checkpoint_job(context: BotContext) -> None:
     services = context.bot_data.services
     if services is not None:
@@ -82,6 +90,11 @@ def schedule(app: Application[Any, Any, Any, Any, Any, Any], render: Render) -> 
     jq = app.job_queue
     if services is None or jq is None:
         return
+    if services.instances is not None:
+        jq.run_repeating(
+            heartbeat_job, interval=HEARTBEAT_SECONDS, first=HEARTBEAT_SECONDS,
+            name="heartbeat", job_kwargs=JOB_KWARGS,
+        )  # fmt: skip
     if services.db.is_sqlite:
         # The WAL keeps old pages (including rewritten ciphertexts) until a checkpoint.
         jq.run_repeating(

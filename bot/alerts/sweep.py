@@ -317,8 +317,11 @@ class AlertSweep:
             )
             if key is None:
                 return None
-            if not self.manual_limiter.allow(owner_id):
-                raise ManualLimitReached(owner_id)
+        # `take`, not `allow`: on PostgreSQL the limit is shared by every replica
+        # (bot/services/shared_limits.py SharedQuota), and /balance counts in the same one.
+        if not await self.manual_limiter.take(owner_id):
+            raise ManualLimitReached(owner_id)
+        async with self.db.session() as s:
             await AlertStateRepo(s).get_or_create(key, now)
         if not await self.claim(now, 1, [key_id]):
             return None

@@ -145,6 +145,7 @@ class BillingService:
         self._hosts = _HostLimiter()
         self._trusted_host_limit = trusted_host_limit
         self._user_host_limit = user_host_limit
+        self._replicas = 1
         self._cache = _ResultCache(cache_size, self._timer)
         self._cache_ttl = cache_ttl
         self._error_cache_ttl = error_cache_ttl
@@ -163,6 +164,12 @@ class BillingService:
     @trusted_host_limit.setter
     def trusted_host_limit(self, value: int) -> None:
         self._trusted_host_limit = max(1, value)
+
+    def share_with(self, replicas: int) -> None:
+        """Per-host politeness is for the whole deployment: with N live replicas on one
+        database each takes 1/N of every host's cap (bot/services/shared_limits.py).
+        A host's new cap applies from its next idle moment."""
+        self._replicas = max(1, replicas)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -296,7 +303,8 @@ class BillingService:
             provider = self._lookup(req.provider)
             base_url, client, user_url = self._route(req, provider)
             host = _host_key(base_url, user_url)
-            limit = self._user_host_limit if user_url else self._trusted_host_limit
+            cap = self._user_host_limit if user_url else self._trusted_host_limit
+            limit = max(1, -(-cap // self._replicas))  # this replica's share, rounded up
             ctx = FetchContext(
                 http=client,
                 key=req.secret,

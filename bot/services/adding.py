@@ -264,7 +264,7 @@ class AddService:
         if confirmed_rejected:
             options["rejected_at"] = self.keys.db.clock().isoformat(timespec="seconds")
         else:
-            if not self.limiter.allow(owner_id):
+            if not await self.limiter.take(owner_id):
                 return AddResult(Status.SLOW_DOWN)
             request = KeyRequest("new", provider, secret, base_url)
             outcome = await self.billing.fetch(request, use_cache=False)

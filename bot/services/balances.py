@@ -237,6 +237,11 @@ class ManualCheckLimiter:
         self._max_users = max_users
         self._hits: OrderedDict[int, deque[float]] = OrderedDict()
 
+    async def take(self, user_id: int) -> bool:
+        """Use one slot if there is one. Shared by every replica in `SharedQuota`
+        (bot/services/shared_limits.py); here, as `allow`, this process's own count."""
+        return self.allow(user_id)
+
     def allow(self, user_id: int) -> bool:
         now = self._clock()
         hits = self._hits.get(user_id)
@@ -419,7 +424,7 @@ class BalanceService:
         run = CheckRun([k for k, _ in pairs], stored, self.db.clock())
         if not pairs:
             return run
-        if manual and not self.limiter.allow(owner_id):
+        if manual and not await self.limiter.take(owner_id):
             run.throttled = True
             run.retry_in = self.limiter.retry_in(owner_id)
             for key, req in pairs:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -253,3 +254,37 @@ class WebhookUpdate(Base):
     owner: Mapped[str] = mapped_column(String(40))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# -- limits shared by replicas (migration 0008) --------------------------------------------
+
+
+class RateLimit(Base):
+    """One shared limit's state, so that N replicas on PostgreSQL allow what one would.
+
+    `hits`: times (database clock, epoch seconds) of recent uses, for "at most N per
+    window" quotas; `tat`: the next free send time of a pacer (GCRA). `expires_at`: the
+    row says nothing any more after this and is pruned (bot/services/shared_limits.py).
+    """
+
+    __tablename__ = "rate_limits"
+    __table_args__ = (Index("ix_rate_limits_expires_at", "expires_at"),)
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    hits: Mapped[list[float] | None] = mapped_column(JSON)
+    tat: Mapped[float | None] = mapped_column(Float)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Instance(Base):
+    """A running bot process and its last heartbeat (database clock).
+
+    Tells a replica how many others share the per-host politeness budget, and whether it
+    is alone (then a fresh start may take back a crashed predecessor's leases).
+    """
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

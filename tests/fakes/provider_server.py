@@ -75,6 +75,8 @@ class FakeProviderServer:
         self.peak_in_flight = 0  # most requests being answered at once
         self.latency = 0.0  # added to every reply
         self._held: dict[str, asyncio.Event] = {}
+        self.in_flight = 0  # requests being answered right now
+        self.max_in_flight = 0
         self._runner: web.AppRunner | None = None
 
     # -- scripting -------------------------------------------------------------------
@@ -128,6 +130,14 @@ class FakeProviderServer:
     # -- server ------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.served += 1
         body = await request.read() if request.can_read_body else b""
         if self.keep_requests:
