@@ -90,7 +90,9 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         first = SharedQuota(db, "first-check", ADD_CHECKS_PER_HOUR, 3600.0)
     balances = BalanceService(db, keys, billing, limiter=manual_checks)
     flows = FlowStore(db, vault)
-    outbox = OutboxService(db)
+    # On PostgreSQL the outbox leases carry this replica's instance id, so a replica can
+    # tell a dead process's leases from a live one's (hand_back_dead_sends).
+    outbox = OutboxService(db, owner=instances.id if instances is not None else None)
     sweep = AlertSweep(
         db, keys, billing, outbox, interval=settings.alert_interval_seconds, record=True,
         manual_limiter=manual_checks,
@@ -156,6 +158,7 @@ async def post_init(app: BotApp) -> None:
         services.billing.share_with(await services.instances.beat())
         if isinstance(app.bot.rate_limiter, BotRateLimiter):
             app.bot.rate_limiter.overall = SharedPacer(services.db)
+    await jobs.hand_back_dead_sends(services)  # before the sender claims anything
     jobs.schedule(app, render_alert)
     log.info("bot @%s ready", app.bot.username)
 

@@ -14,7 +14,7 @@ from typing import Any
 from telegram.ext import Application, JobQueue
 
 from bot import metrics
-from bot.context import BotContext
+from bot.context import BotContext, Services
 from bot.delivery import Render, Sender
 from bot.services.shared_limits import HEARTBEAT_SECONDS
 
@@ -74,8 +74,25 @@ async def digest_job(context: BotContext) -> None:
 async def heartbeat_job(context: BotContext) -> None:
     """PostgreSQL: say this replica is alive; take its share of the per-host caps."""
     services = context.bot_data.services
-    if services is not None and services.instances is not None:
-        services.billing.share_with(await services.instances.beat())
+    if services is None or services.instances is None:
+        return
+    services.billing.share_with(await services.instances.beat())
+    await hand_back_dead_sends(services)  # a replica that stopped beating died
+
+
+async def hand_back_dead_sends(services: Services) -> None:
+    """Alerts a crashed process had leased go out now, not after their 60 s lease.
+
+    At start and, on PostgreSQL, at every heartbeat. SQLite is single-instance: any other
+    lease owner is a dead predecessor. On PostgreSQL only the leases of owners without a
+    fresh heartbeat are released, never a live replica's.
+    """
+    if services.outbox is None:
+        return
+    alive = None if services.instances is None else await services.instances.alive()
+    released = await services.outbox.hand_back_dead(alive)
+    if released:
+        log.info("%d alert sends leased by a process that is gone were handed back", released)
 
 
 async def checkpoint_job(context: BotContext) -> None:

@@ -12,7 +12,7 @@ died before `mark_sent` committed.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -224,6 +224,30 @@ class OutboxService:
                 .values(status=EXPIRED)
             )
         return True
+
+    async def hand_back_dead(self, alive: Collection[str] | None = None) -> int:
+        """Release the send leases of processes that are gone, so their alerts go out now.
+
+        A process that crashed mid-send leaves rows leased for `SEND_LEASE` (60 s): alerts
+        after a crash came a minute late. `alive` are the lease owners known to be
+        running (PostgreSQL: the replicas with a fresh heartbeat, whose outbox owner is
+        their instance id); None means this process is alone (SQLite is single-instance),
+        so every other owner is dead. This process's own leases are never touched.
+        """
+        t = AlertOutbox.__table__
+        keep = {self.owner, *(alive or ())}
+        stmt = (
+            update(t)
+            .where(
+                t.c.status == PENDING,
+                t.c.lease_owner.is_not(None),
+                t.c.lease_owner.not_in(sorted(keep)),
+            )
+            .values(lease_owner=None, lease_until=None)
+        )
+        async with self.db.session() as s:
+            result = await s.execute(stmt)
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def prune(self, now: datetime | None = None) -> int:
         now = now or self.clock()

@@ -71,6 +71,9 @@ _OTHERS = text(
     "SELECT count(*) FROM instances WHERE id <> :id "
     "AND seen_at > clock_timestamp() - make_interval(secs => :alive)"
 )
+_ALIVE = text(
+    "SELECT id FROM instances WHERE seen_at > clock_timestamp() - make_interval(secs => :alive)"
+)
 _PRUNE_INSTANCES = text(
     "DELETE FROM instances WHERE seen_at < clock_timestamp() - interval '1 hour'"
 )
@@ -173,6 +176,12 @@ class Instances:
                 await s.execute(_PRUNE_LIMITS)
         self.live = 1 + int(others or 0)
         return self.live
+
+    async def alive(self) -> list[str]:
+        """Ids of the instances with a fresh heartbeat (this one included once it beat)."""
+        async with self.db.session() as s:
+            rows = await s.scalars(_ALIVE, {"alive": ALIVE_SECONDS})
+            return list(rows)
 
     async def others_alive(self) -> int:
         async with self.db.session() as s:
