@@ -125,8 +125,8 @@ async def test_manual_check_limit_is_per_user_not_per_replica(
 
 
 async def burst_from_two_replicas(tg: FakeTelegram, limiters: list[BotRateLimiter]) -> int:
-    """Two Bots (one per replica) each send 45 messages to 45 users at once; the 429 count."""
-    users = [tg.user(20_000 + i, f"U{i}", started=True) for i in range(90)]
+    """Two Bots (one per replica) each send 100 messages to 100 users at once; 429s seen."""
+    users = [tg.user(20_000 + i, f"U{i}", started=True) for i in range(200)]
     before = tg.count_429
     bots = [ExtBot(tg.token, base_url=f"{tg.api_root}/bot", rate_limiter=lim) for lim in limiters]
     for bot in bots:
@@ -148,11 +148,11 @@ async def test_telegram_pacing_is_shared(postgres_url: str) -> None:
     try:
         async with FakeTelegram(enforce_limits=True) as tg:  # 429 past 30 a second overall
             each_alone = await burst_from_two_replicas(tg, [BotRateLimiter(), BotRateLimiter()])
-            assert each_alone > 0  # what per-process pacing did: 2 × 30/s
+            assert each_alone > 0  # what per-process pacing did: 2 × 30/s against one 30/s
             await asyncio.sleep(1.5)
             shared = [BotRateLimiter(overall=SharedPacer(db)) for _ in range(2)]
             assert await burst_from_two_replicas(tg, shared) == 0
-            print(f"90 messages from two replicas: {each_alone} × 429 alone, 0 shared")
+            print(f"200 messages from two replicas: {each_alone} × 429 alone, 0 shared")
     finally:
         await db.dispose()
 
