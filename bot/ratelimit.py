@@ -8,7 +8,7 @@ connection: one 502 on a reply meant no reply at all (issue 11). This limiter
 
 - paces messages to one private chat to about one per second after a burst of 3
   (Telegram: "avoid sending more than one message per second" per chat), to one group
-  to 20 per minute, and everything with a chat to `overall` (30/s by default; a
+  to 20 per minute, and everything with a chat to `overall` (29/s by default; a
   `Pacer` shared through the database on PostgreSQL, so replicas share the budget);
 - on `RetryAfter` waits that long — only for the chat that got it — and tries again,
   at most `MAX_RETRY_AFTER` times and `RETRY_AFTER_BUDGET` seconds in all;
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 JSON = bool | dict[str, Any] | list[dict[str, Any]]
 
-OVERALL_PER_SECOND = 30
+OVERALL_PER_SECOND = 29  # with OVERALL_BURST: never more than 30 in any one second
+OVERALL_BURST = 1
 GROUP_PER_MINUTE = 20
 CHAT_BURST = 3
 CHAT_GAP = 1.05  # seconds per message to one private chat after the burst
@@ -59,10 +60,15 @@ class Pacer(Protocol):
 
 
 class LocalPacer:
-    """The process's own 30/s bucket (SQLite deployments are single-instance)."""
+    """The process's own pace (SQLite deployments are single-instance): `rate` a second
+    after a burst of `burst`, so no one-second window holds more than rate + burst.
 
-    def __init__(self, rate: float = OVERALL_PER_SECOND) -> None:
-        self._limiter = AsyncLimiter(rate, 1)
+    PTB's bucket (30 a second, bursts of 30) let 31 and more through in a calendar second
+    after a stall; Telegram counts "about 30 a second".
+    """
+
+    def __init__(self, rate: float = OVERALL_PER_SECOND, burst: int = OVERALL_BURST) -> None:
+        self._limiter = AsyncLimiter(burst, burst / rate)
 
     async def acquire(self) -> None:
         await self._limiter.acquire()

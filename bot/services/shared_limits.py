@@ -125,19 +125,19 @@ class SharedQuota(ManualCheckLimiter):
 class SharedPacer:
     """At most `rate` sends per second across all replicas, bursts up to `burst`.
 
-    28/s with bursts of 20: under Telegram's ~30/s with room for timing jitter between
-    the reservation here and the request's arrival (docs/telegram.md §1).
+    29/s after a burst of 1: no one-second window holds more than 30, Telegram's "about
+    30 messages a second" (docs/telegram.md §1), whichever replicas send them.
     """
 
     def __init__(
-        self, db: Database, name: str = "telegram", rate: float = 28.0, burst: int = 20
+        self, db: Database, name: str = "telegram", rate: float = 29.0, burst: int = 1
     ) -> None:
         self.db = db
         self.key = f"pace:{name}"
         self.interval = 1.0 / rate
         self.burst = burst
         self._fallback_until = 0.0
-        self._local = AsyncLimiter(rate, 1)  # while the database cannot be reached
+        self._local = AsyncLimiter(burst, burst / rate)  # while the database is unreachable
 
     async def acquire(self) -> None:
         if time.monotonic() < self._fallback_until:
