@@ -1,5 +1,8 @@
 """The alert buttons are manual checks (issue 11, item 3): "Check now" and "I topped up"
-go through the same per-user limit as /balance, with a clear message when it is hit."""
+go through the same per-user limit as /balance, with a clear message when it is hit.
+
+Both on SQLite (the process's own limiter) and PostgreSQL (the limit kept in the database
+and shared by replicas, bot/services/shared_limits.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +26,10 @@ def requests_for(bot: object, secret: str) -> int:
     )
 
 
-async def test_alert_buttons_share_the_manual_check_limit(make_settings) -> None:
-    async with bot_with_balances(make_settings, alert_interval_seconds=3600) as (bot, bal):
+async def test_alert_buttons_share_the_manual_check_limit(make_settings, database_url: str) -> None:
+    async with bot_with_balances(
+        make_settings, database_url=database_url, alert_interval_seconds=3600
+    ) as (bot, bal):
         ann = bot.tg.user(2401, "Ann", started=True)
         secret = "sk-limit0000000000000001"
         key_id = await add_key(bot, ann.id, secret, label="main")
@@ -46,8 +51,12 @@ async def test_alert_buttons_share_the_manual_check_limit(make_settings) -> None
         assert all("$10.00" in (m.text or "") for m in limited)  # the stored figure, with age
 
 
-async def test_buttons_after_balance_used_up_the_limit_request_nothing(make_settings) -> None:
-    async with bot_with_balances(make_settings, alert_interval_seconds=3600) as (bot, bal):
+async def test_buttons_after_balance_used_up_the_limit_request_nothing(
+    make_settings, database_url: str
+) -> None:
+    async with bot_with_balances(
+        make_settings, database_url=database_url, alert_interval_seconds=3600
+    ) as (bot, bal):
         ann = bot.tg.user(2402, "Ann", started=True)
         secret = "sk-limit0000000000000002"
         key_id = await add_key(bot, ann.id, secret, label="main")
