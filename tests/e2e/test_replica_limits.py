@@ -196,6 +196,10 @@ async def test_per_host_politeness_is_shared(tmp_path: Path, postgres_url: str) 
             await asyncio.gather(
                 *(poster.command(replica, u.id, "/balance") for u, replica in zip(users, r))
             )
+            for user in users:  # /balance answers at once and edits in the checks' results
+                await tg.wait_for_reply(
+                    user, timeout=60, predicate=lambda m: "as of" in (m.text or "")
+                )
             print(f"most concurrent requests at the relay host: {relay.max_in_flight}")
             assert relay.served >= 12  # every key was really checked, on both replicas
             assert relay.max_in_flight <= 4  # the cap for a user host, for both replicas together

@@ -75,8 +75,8 @@ class FakeProviderServer:
         self.peak_in_flight = 0  # most requests being answered at once
         self.latency = 0.0  # added to every reply
         self._held: dict[str, asyncio.Event] = {}
-        self.in_flight = 0  # requests being answered right now
-        self.max_in_flight = 0
+        self._open = 0  # requests received and not yet answered (held, delayed or not)
+        self.max_in_flight = 0  # most of those at once
         self._runner: web.AppRunner | None = None
 
     # -- scripting -------------------------------------------------------------------
@@ -130,12 +130,12 @@ class FakeProviderServer:
     # -- server ------------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self._open += 1
+        self.max_in_flight = max(self.max_in_flight, self._open)
         try:
             return await self._answer(request)
         finally:
-            self.in_flight -= 1
+            self._open -= 1
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.served += 1
