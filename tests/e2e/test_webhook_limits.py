@@ -1,7 +1,8 @@
 """The webhook under hostile or broken clients, as a real process (issue 11, item 10).
 
 Before: a 100 MB body was read whole (RSS 1.05 GB); the same update posted twice was
-handled twice; 800 half-sent requests were still open after 30 s.
+handled twice; 800 half-sent requests were still open after 30 s; any number of connections
+was served at once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bot.webhook import MAX_BODY, REQUEST_DEADLINE
+from bot.webhook import MAX_BODY, MAX_CONNECTIONS, REQUEST_DEADLINE
 from tests.e2e.procs import BotProcess, free_port, start_bot
 from tests.e2e.test_webhook import SECRET, webhook_env
 from tests.fakes.telegram_api import FakeTelegram
@@ -174,4 +175,39 @@ async def test_half_sent_requests_are_closed(tmp_path: Path) -> None:
               f"within {time.monotonic() - started:.1f} s")  # fmt: skip
         assert all(results)
         for _, writer in conns:
+            writer.close()
+
+
+async def test_connections_past_the_cap_are_refused_until_the_idle_ones_are_cut(
+    tmp_path: Path,
+) -> None:
+    """At most MAX_CONNECTIONS at once (503 beyond, uvicorn's own answer); connections that
+    send nothing hold their place for REQUEST_DEADLINE at most, then updates are served."""
+    async with webhook_bot(tmp_path) as (bot, tg):
+        assert bot.port is not None
+        await say_hello(tg)
+        idle = [
+            await asyncio.open_connection("127.0.0.1", bot.port) for _ in range(MAX_CONNECTIONS)
+        ]
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=30) as client:
+            refused = None
+            for _ in range(50):  # until the server has taken in every idle connection
+                reply = await client.get(f"{bot.base}/healthz")
+                if reply.status_code == 503 and reply.text == "Service Unavailable":
+                    refused = reply
+                    break
+                await asyncio.sleep(0.1)
+            assert refused is not None, "a connection past the cap was served"
+            for reader, _ in idle:  # cut off by the server: nothing arrived in time
+                async with asyncio.timeout(REQUEST_DEADLINE + 20):
+                    assert await reader.read() == b""
+            print(f"{MAX_CONNECTIONS} idle connections closed after "
+                  f"{time.monotonic() - started:.1f} s")  # fmt: skip
+            served = await client.post(
+                f"{bot.base}/telegram", json=help_update(1061), headers=HEADERS
+            )
+            assert served.status_code == 200
+        assert "/balance" in (await tg.wait_for_reply(1001, timeout=10)).text
+        for _, writer in idle:
             writer.close()
