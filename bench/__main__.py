@@ -125,6 +125,29 @@ def machine(database: str) -> dict[str, Any]:
     }
 
 
+#: The distributions whose version moves the figures (the HTTP stack, the database drivers and
+#: ORM, the Telegram library, the crypto and settings layers). Pinned in constraints.txt.
+DEPENDENCIES = (
+    "python-telegram-bot", "httpx", "httpx-aiohttp", "aiohttp", "SQLAlchemy", "aiosqlite",
+    "asyncpg", "greenlet", "alembic", "cryptography", "pydantic", "pydantic-core",
+    "pydantic-settings", "uvicorn", "starlette",
+)  # fmt: skip
+
+
+def versions() -> dict[str, str | None]:
+    """Resolved versions of Python and of DEPENDENCIES (None: not installed), so two runs can
+    be told apart by what was installed, not only by the machine."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in DEPENDENCIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 # -- databases --------------------------------------------------------------------------------
 
 
@@ -201,6 +224,10 @@ def render(res: dict[str, Any]) -> str:
     lines.append(
         f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['database']}; "
         f"provider latency {res['config']['latency_ms']:g} ms"
+    )
+    vers = res.get("versions") or {}
+    lines.append(
+        "versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v and k != "python")
     )
     rows: list[tuple[str, str]] = []
     sweep = res.get("sweep")
@@ -305,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         db_url, db_desc, pg_name = fresh_database(args.database_url, tmp)
         res["machine"] = machine(db_desc)
+        res["versions"] = versions()
         res["config"] = {
             "keys": args.keys, "users": args.users, "latency_ms": args.latency_ms,
             "relay_sites": args.relay_sites, "baseline_keys": args.baseline_keys,

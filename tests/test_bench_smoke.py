@@ -52,6 +52,10 @@ def test_bench_tiny_run_writes_expected_json(tmp_path: Path) -> None:
     assert {"transports", "targets", "sweep_vs_baseline"} <= res.keys()
     assert "memory" not in res  # skipped
     assert res["machine"]["cores"] >= 1 and res["machine"]["python"]
+    vers = res["versions"]  # what was installed, so runs can be compared (issue 17 item 0)
+    for name in ("python", "python-telegram-bot", "httpx", "aiohttp", "SQLAlchemy", "aiosqlite"):
+        assert vers[name], name
+    assert {"asyncpg", "cryptography", "pydantic", "httpx-aiohttp"} <= vers.keys()
 
     run = res["sweep"]["runs"][0]
     assert run["checks"] >= 200 and run["ok"] > 0

@@ -46,3 +46,34 @@ def test_env_example_documents_every_setting() -> None:
             assert "PROVIDER_" in text
             continue
         assert name.upper() in text, f"{name.upper()} missing from .env.example"
+
+
+def _pins() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, ver = line.partition("==")
+            assert ver, f"constraints.txt: {line!r} is not pinned with =="
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = ver
+    return pins
+
+
+def test_installs_use_the_constraints_file_and_it_pins_every_dependency() -> None:
+    """Reproducible installs (issue 17 item 0): README's commands, CI and the image all install
+    through constraints.txt, and it pins every direct dependency of the package and its tests."""
+    import tomllib
+
+    pins = _pins()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    for spec in wanted:
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=~!; ]", spec, maxsplit=1)[0]).lower()
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+    readme = (ROOT / "README.md").read_text()
+    installs = re.findall(r"^python3 -m venv .*pip install.*$", readme, flags=re.M)
+    assert installs and all("-c constraints.txt" in line for line in installs), installs
+    assert "-c constraints.txt" in (ROOT / ".ci" / "run").read_text()
+    docker = (ROOT / "Dockerfile").read_text()
+    assert "COPY" in docker and "constraints.txt" in docker
+    assert "pip install -c constraints.txt" in docker
