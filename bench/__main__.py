@@ -45,8 +45,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--host-limit",
         type=int,
         default=None,
-        help="override BillingService.trusted_host_limit, concurrent checks per provider "
-        "host (experiment; default: the app's 50)",
+        help="CHECKS_PER_HOST for this run: concurrent checks per provider host "
+        "(default: the setting's 50)",
     )
     p.add_argument(
         "--send-rate",

@@ -76,7 +76,11 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         await db.dispose()
         raise
     billing = BillingService(
-        settings, registry=registry, clock=clock, on_check=metrics.observe_check
+        settings,
+        registry=registry,
+        clock=clock,
+        on_check=metrics.observe_check,
+        trusted_host_limit=settings.checks_per_host,
     )
     keys = KeyService(db, vault)
     # Per-user limits: in this process on SQLite (single-instance), in the database on

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     allow_private_base_urls: bool = False
     provider_base_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     providers_file: Path | None = None  # extra providers declared in YAML (bot.billing.declared)
+    # Politeness towards one provider: at most this many balance checks at once per built-in
+    # or operator-configured host (the whole deployment's cap; replicas share it). At 100 ms a
+    # reply that is at most 500 checks/s against one host (README "Performance").
+    checks_per_host: int = Field(default=50, ge=1, le=1000)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
