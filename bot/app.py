@@ -163,7 +163,8 @@ async def post_init(app: BotApp) -> None:
         if isinstance(app.bot.rate_limiter, BotRateLimiter):
             app.bot.rate_limiter.overall = SharedPacer(services.db)
     await jobs.hand_back_dead_sends(services)  # before the sender claims anything
-    jobs.schedule(app, render_alert)
+    providers = services.providers
+    jobs.schedule(app, lambda item, now: render_alert(item, now, providers))
     log.info("bot @%s ready", app.bot.username)
 
 

@@ -6,6 +6,7 @@ them as `context.services`. The per-update translator is set by the guard handle
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from bot.alerts.outbox import OutboxService
     from bot.alerts.preferences import AlertPreferences
     from bot.alerts.sweep import AlertSweep
+    from bot.billing.providers.base import Provider
     from bot.billing.service import BillingService
     from bot.delivery import Sender
     from bot.services.account import AccountService
@@ -57,6 +59,11 @@ class Services:
         """The program's one clock; the database was built with it (app.build_services)."""
         return self.db.clock
 
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        """The one provider registry, the billing service's (app.build_services)."""
+        return self.billing.registry
+
 
 class BotData:
     """`bot_data`: holds the services once post_init has built them."""
@@ -90,6 +97,11 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], B
     def now(self) -> datetime:
         """Business time from the program's one clock (bot.clock), never the wall clock."""
         return self.services.clock()
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        """The providers the billing service knows (built-in and PROVIDERS_FILE's)."""
+        return self.services.providers
 
     @property
     def t(self) -> Translator:

@@ -65,3 +65,22 @@ def test_no_import_cycles() -> None:
     graph = grimp.build_graph("bot", cache_dir=None)
     imports = {m: set(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
     assert _cycles(imports) == []
+
+
+def test_the_provider_registry_is_injected_not_looked_up() -> None:
+    """Displays use the registry the billing service was built with (`Services.providers`,
+    which includes PROVIDERS_FILE's providers), never the process-wide built-in one: a
+    handler calling `default_registry()` showed declared providers as bare ids."""
+    import ast
+
+    users = []
+    for path in sorted((ROOT / "bot").rglob("*.py")):
+        if path.relative_to(ROOT).as_posix() == "bot/billing/registry.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = getattr(node, "id", None) or getattr(node, "attr", None)
+            if name == "default_registry" or (
+                isinstance(node, ast.alias) and node.name == "default_registry"
+            ):
+                users.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert users == []

@@ -91,18 +91,4 @@ def _with_declared(path: Path, allow_private: bool) -> ProviderRegistry:
 
     builtins = default_registry()
     declared = load_declared(path, builtin_ids=builtins, allow_private=allow_private)
-    for provider in declared:
-        _DECLARED_TITLES[provider.id] = provider.title
     return ProviderRegistry([*builtins.values(), *declared])
-
-
-#: Titles of declared providers seen by this process, for displays that only know an id.
-_DECLARED_TITLES: dict[str, str] = {}
-
-
-def title_of(provider_id: str) -> str | None:
-    """A provider's display title: built-in, else declared (if loaded), else None."""
-    provider = default_registry().get(provider_id)
-    if provider is not None:
-        return provider.title
-    return _DECLARED_TITLES.get(provider_id)

@@ -183,6 +183,11 @@ class BillingService:
 
     # -- catalogue ----------------------------------------------------------------------
 
+    @property
+    def registry(self) -> Mapping[str, Provider]:
+        """Every provider by id: built-in and declared (PROVIDERS_FILE), read-only."""
+        return self._registry
+
     def providers(self) -> list[Provider]:
         """All providers in button order."""
         return sorted(self._registry.values(), key=lambda p: (p.order, p.id))

@@ -181,7 +181,9 @@ def brief_check(context: BotContext, outcome: CheckOutcome | None) -> str:
         kind = error.kind if isinstance(error, BillingError) else ErrorKind.PROVIDER_ERROR
         return fmt.error_sentence(kind, t)
     now = context.now()
-    return "\n".join(fmt.detail_lines(outcome.result, now, fmt.zone(context.timezone), t))
+    return "\n".join(
+        fmt.detail_lines(outcome.result, now, fmt.zone(context.timezone), t, context.providers)
+    )
 
 
 def url_reason(t: Translator, error: BillingError) -> str:
@@ -322,10 +324,7 @@ def render_result(context: BotContext, result: AddResult, title: str, confirmed:
 
 def _provider_title(context: BotContext, provider_id: str) -> str:
     """The provider's name in the user's language, as /balance writes it."""
-    try:
-        return context.t(context.services.billing.provider(provider_id).title)
-    except KeyError:
-        return provider_id
+    return fmt.provider_title(context.providers, provider_id, context.t)
 
 
 # -- /add ---------------------------------------------------------------------------------

@@ -148,8 +148,13 @@ def button(t: Translator, text: str, action: str, *args: str) -> InlineKeyboardB
 # -- rendering (send time) ------------------------------------------------------------------
 
 
-def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup | None]:
-    """The message for one outbox row, in the user's language and time zone, escaped."""
+def render(
+    item: OutboxItem, now: datetime, providers: fmt.Providers
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The message for one outbox row, in the user's language and time zone, escaped.
+
+    `providers` is the program's registry (app.post_init binds it: the sender calls
+    `render(item, now)`), for the provider's name, own words and top-up page."""
     t = translator(item.language or "en")
     tz = item.timezone
     p = item.payload
@@ -157,7 +162,8 @@ def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup |
         return _render_digest(p, t, tz), None
     label = html.escape(str(p.get("label", "?")))
     hint = html.escape(str(p.get("hint", "")))
-    provider = html.escape(fmt.provider_title(str(p.get("provider", "")), t))
+    provider_id = str(p.get("provider", ""))
+    provider = html.escape(fmt.provider_title(providers, provider_id, t))
     who = {"label": label, "hint": hint, "provider": provider}
     kind = item.kind
     lines: list[str] = []
@@ -186,9 +192,10 @@ def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup |
         lines.append(t(A_REVOKED, **who))
     elif kind == rules.STALE:
         try:
-            reason = fmt.error_sentence(ErrorKind(str(p.get("error"))), t)
+            kind = ErrorKind(str(p.get("error")))
         except ValueError:
-            reason = fmt.error_sentence(ErrorKind.PROVIDER_ERROR, t)
+            kind = ErrorKind.PROVIDER_ERROR
+        reason = fmt.error_sentence(kind, t, providers.get(provider_id))
         lines.append(t(A_STALE, **who, since=local_time(p.get("since"), tz), reason=reason))
     elif kind == rules.FORECAST:
         lines.append(
@@ -200,13 +207,13 @@ def render(item: OutboxItem, now: datetime) -> tuple[str, InlineKeyboardMarkup |
             )
         )
     elif kind in windows.KINDS:
-        lines += _window_lines(kind, p, label, t, tz, now)
+        lines += _window_lines(kind, p, {"label": label, "provider": provider}, t, tz, now)
     else:
         lines.append(f"<b>{label}</b> <code>{hint}</code>")
     measured = p.get("measured_at") or p.get("at")
     if measured:
         lines.append(t(A_MEASURED, when=local_time(measured, tz)))
-    return "\n".join(lines), _alert_buttons(item, t)
+    return "\n".join(lines), _alert_buttons(item, t, fmt.billing_url(providers, provider_id))
 
 
 def reset_when(value: Any, tz_name: str | None, t: Translator, now: datetime) -> str | None:
@@ -231,14 +238,10 @@ def window_pct(p: dict[str, Any]) -> str:
 
 
 def _window_lines(
-    kind: str, p: dict[str, Any], label: str, t: Translator, tz: str, now: datetime
+    kind: str, p: dict[str, Any], who: dict[str, str], t: Translator, tz: str, now: datetime
 ) -> list[str]:
     """ "kimi · Kimi Code · 5-hour window 85 % used, resets 14:20 (in 2 h 10 min)."."""
-    names = {
-        "label": label,
-        "provider": html.escape(fmt.provider_title(str(p.get("provider", "?")), t)),
-        "window": fmt.window_name(str(p.get("window", "?"))[:32], t),
-    }
+    names = {**who, "window": fmt.window_name(str(p.get("window", "?"))[:32], t)}
     when = reset_when(p.get("resets_at"), tz, t, now)
     if kind == windows.WINDOW_LOW:
         if when is None:
@@ -265,7 +268,7 @@ def _days_left(p: dict[str, Any], t: Translator, now: datetime, tz: str) -> str:
     return fmt.relative_day(max(0, fmt.days_left(at, now, fmt.zone(tz))), t)
 
 
-def _alert_buttons(item: OutboxItem, t: Translator) -> InlineKeyboardMarkup | None:
+def _alert_buttons(item: OutboxItem, t: Translator, url: str | None) -> InlineKeyboardMarkup | None:
     """Only what still makes sense: a recovered key needs no "I topped up" nor Mute; a
     key that is low, running out or expiring gets "Top up" to its provider's page."""
     if item.key_id is None:
@@ -280,7 +283,6 @@ def _alert_buttons(item: OutboxItem, t: Translator) -> InlineKeyboardMarkup | No
         ]
     else:
         rows = [[button(t, B_CHECK, "chk", kid), button(t, B_MUTE, "mute", kid)]]
-    url = fmt.billing_url(str(item.payload.get("provider", "")))
     if url and item.kind in (rules.LOW, rules.FORECAST, rules.EXPIRES, rules.EXPIRED):
         rows.append([InlineKeyboardButton(t(B_TOP_UP), url=url)])
     return InlineKeyboardMarkup(rows)

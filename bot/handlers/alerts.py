@@ -22,7 +22,6 @@ from bot.alerts.sweep import ManualLimitReached
 from bot.alerts.windows import BadRungs, parse_rungs
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import FigureKind
-from bot.billing.registry import default_registry
 from bot.context import BotContext
 from bot.handlers import callbacks
 from bot.handlers import format as fmt
@@ -161,11 +160,11 @@ def _window_ladder(rungs: tuple[str, ...] | list[str]) -> str:
     return " · ".join(f"{html.escape(r)} %" for r in rungs)
 
 
-def window_key(view: KeyAlerts) -> bool:
+def window_key(view: KeyAlerts, providers: fmt.Providers) -> bool:
     """A key with plan windows: its last reading had some, or its provider is a plan."""
     if view.has_windows:
         return True
-    provider = default_registry().get(view.provider)
+    provider = providers.get(view.provider)
     return provider is not None and provider.kind is FigureKind.QUOTA
 
 
@@ -183,13 +182,15 @@ def _ladder(specs: tuple[str, ...] | list[str], last: dict[str, Any] | None, t: 
 # -- /alerts --------------------------------------------------------------------------------
 
 
-def _key_lines(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> list[str]:
+def _key_lines(
+    view: KeyAlerts, t: Translator, tz: str, now: datetime, providers: fmt.Providers
+) -> list[str]:
     """A key's alert settings; only the rules that can apply to its kind of figure
     (a validity-only key has no balance to fall low or run out)."""
-    title = html.escape(fmt.provider_title(view.provider, t))
+    title = html.escape(fmt.provider_title(providers, view.provider, t))
     head = f"<b>{html.escape(view.label)}</b> · {title} <code>{html.escape(view.hint)}</code>"
     lines = [head]
-    if fmt.has_balance(view.provider):
+    if fmt.has_balance(providers, view.provider):
         low = (
             t(LOW_SET, ladder=_ladder(view.thresholds, view.last, t))
             if view.thresholds
@@ -206,17 +207,24 @@ def _key_lines(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> list[s
         lines.append(
             "  " + t(FLAGS_NO_BALANCE, expiry=_yes(view.expiry_on), revoked=_yes(view.revoked_on))
         )
-    if window_key(view):
+    if window_key(view, providers):
         lines.append(f"  {_window_setting(view, t)}")
     if _muted(view, now):
         lines.append("  " + t(MUTED_UNTIL, when=local_time(view.muted_until, tz)))
     return lines
 
 
-def _overview(views: list[KeyAlerts], prefs: Prefs, t: Translator, tz: str, now: datetime) -> str:
+def _overview(
+    views: list[KeyAlerts],
+    prefs: Prefs,
+    t: Translator,
+    tz: str,
+    now: datetime,
+    providers: fmt.Providers,
+) -> str:
     lines = [t(TITLE), ""]
     for view in views:
-        lines += _key_lines(view, t, tz, now)
+        lines += _key_lines(view, t, tz, now, providers)
     lines.append("")
     lines.append(
         t(DELIVERY, instant=t(ON if prefs.instant else OFF), digest=t(ON if prefs.digest else OFF))
@@ -238,8 +246,10 @@ def _overview_markup(views: list[KeyAlerts], t: Translator) -> InlineKeyboardMar
     return InlineKeyboardMarkup(rows)
 
 
-def _key_text(view: KeyAlerts, t: Translator, tz: str, now: datetime) -> str:
-    lines = _key_lines(view, t, tz, now)
+def _key_text(
+    view: KeyAlerts, t: Translator, tz: str, now: datetime, providers: fmt.Providers
+) -> str:
+    lines = _key_lines(view, t, tz, now, providers)
     last = view.last
     if last and last.get("remaining") is not None:
         figure = amount_text(last, "remaining", t)
@@ -258,14 +268,18 @@ def _muted(view: KeyAlerts, now: datetime) -> bool:
 
 
 def _key_markup(
-    view: KeyAlerts, t: Translator, now: datetime, back: str | None = None
+    view: KeyAlerts,
+    t: Translator,
+    now: datetime,
+    providers: fmt.Providers,
+    back: str | None = None,
 ) -> InlineKeyboardMarkup:
     """The key view's buttons; `back` (callback data) returns to where it was opened."""
     muted = _muted(view, now)
     mute = (
         button(t, B_UNMUTE, "unm", view.key_id) if muted else button(t, B_MUTE, "mute", view.key_id)
     )
-    if fmt.has_balance(view.provider):
+    if fmt.has_balance(providers, view.provider):
         rows = [
             [button(t, B_CHECK, "chk", view.key_id), button(t, B_CHANGE, "thr", view.key_id)],
             [mute, button(t, B_OFF, "off", view.key_id)],
@@ -323,7 +337,7 @@ async def alerts_command(update: Update, context: BotContext) -> None:
         await message.reply_text(t(NO_KEYS))
         return
     if not args:
-        text = _overview(views, prefs, t, context.timezone, context.now())
+        text = _overview(views, prefs, t, context.timezone, context.now(), context.providers)
         await message.reply_text(text, reply_markup=_overview_markup(views, t))
         return
     every = args[0].lower() == "all"
@@ -341,14 +355,16 @@ async def alerts_command(update: Update, context: BotContext) -> None:
     if not rest:
         view = chosen[0]
         await message.reply_text(
-            _key_text(view, t, context.timezone, context.now()),
-            reply_markup=_key_markup(view, t, context.now()),
+            _key_text(view, t, context.timezone, context.now(), context.providers),
+            reply_markup=_key_markup(view, t, context.now(), context.providers),
         )
         return
     ids = None if every else [v.key_id for v in chosen]
     labels = ", ".join(f"<b>{html.escape(v.label)}</b>" for v in chosen)
     if rest[0].lower() == "window":
-        await _window_command(message, service, user.id, ids, chosen, rest[1:], t)
+        await _window_command(
+            message, service, user.id, ids, chosen, rest[1:], t, context.providers
+        )
         return
     if len(rest) == 1 and rest[0].lower() == "off":
         await service.turn_off(user.id, ids)
@@ -383,6 +399,7 @@ async def _window_command(
     chosen: list[KeyAlerts],
     rest: list[str],
     t: Translator,
+    providers: fmt.Providers,
 ) -> None:
     """`/alerts <label|all> window <N>% [<M>%…]` and `/alerts <label|all> window off`."""
     labels = ", ".join(f"<b>{html.escape(v.label)}</b>" for v in chosen)
@@ -400,7 +417,7 @@ async def _window_command(
     lines = [t(WINDOW_SET_OK, labels=labels, ladder=_window_ladder(rungs))]
     if ids is not None:
         for v in chosen:
-            if not window_key(v):
+            if not window_key(v, providers):
                 lines.append(t(WINDOW_NO_WINDOWS, label=f"<b>{html.escape(v.label)}</b>"))
     await message.reply_text("\n".join(lines))
 
@@ -465,6 +482,7 @@ async def on_callback(update: Update, context: BotContext) -> None:
         await query.answer()
         return
     tz = context.timezone
+    providers = context.providers
     service = _alerts(context)
     if cb.action in ("all", "how"):  # the overview and its help: no key involved
         await query.answer()
@@ -472,7 +490,7 @@ async def on_callback(update: Update, context: BotContext) -> None:
         views, prefs = await service.overview(user.id)
         if cb.action == "how":
             usage = [t(HOW_TITLE), "", t(USAGE)]
-            if any(window_key(v) for v in views):
+            if any(window_key(v, context.providers) for v in views):
                 usage.append(t(USAGE_WINDOW))
             await _show(query, "\n".join(usage), back)
             return
@@ -480,7 +498,7 @@ async def on_callback(update: Update, context: BotContext) -> None:
         if not views:
             await _show(query, t(NO_KEYS), None)
             return
-        text = _overview(views, prefs, t, tz, context.now())
+        text = _overview(views, prefs, t, tz, context.now(), context.providers)
         await _show(query, text, _overview_markup(views, t))
         return
     key_id = cb.arg(0)
@@ -502,7 +520,11 @@ async def on_callback(update: Update, context: BotContext) -> None:
         else:
             back = None
         now = context.now()
-        await _show(query, _key_text(view, t, tz, now), _key_markup(view, t, now, back))
+        await _show(
+            query,
+            _key_text(view, t, tz, now, providers),
+            _key_markup(view, t, now, providers, back),
+        )
     elif action in ("chk", "top"):
         await query.answer(t(CHECKING))
         if action == "top":  # done its job: the alert keeps only what still makes sense
@@ -522,8 +544,8 @@ async def on_callback(update: Update, context: BotContext) -> None:
             if refreshed is not None:
                 now = context.now()
                 text, markup = (
-                    _key_text(refreshed, t, tz, now),
-                    _key_markup(refreshed, t, now, back),
+                    _key_text(refreshed, t, tz, now, providers),
+                    _key_markup(refreshed, t, now, providers, back),
                 )
                 await _show(query, text, markup)
         else:
@@ -534,7 +556,10 @@ async def on_callback(update: Update, context: BotContext) -> None:
         refreshed = await _get(context, user.id, key_id)
         if refreshed is not None:
             now = context.now()
-            text, markup = _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now, back)
+            text, markup = (
+                _key_text(refreshed, t, tz, now, providers),
+                _key_markup(refreshed, t, now, providers, back),
+            )
             await _show(query, text, markup)
     elif action == "thr":
         await query.answer()
@@ -563,7 +588,10 @@ async def on_callback(update: Update, context: BotContext) -> None:
         refreshed = await _get(context, user.id, key_id)
         if refreshed is not None:
             now = context.now()
-            text, markup = _key_text(refreshed, t, tz, now), _key_markup(refreshed, t, now, back)
+            text, markup = (
+                _key_text(refreshed, t, tz, now, providers),
+                _key_markup(refreshed, t, now, providers, back),
+            )
             await _show(query, text, markup)
     else:
         await query.answer()
@@ -643,7 +671,7 @@ async def _check(update: Update, context: BotContext, view: KeyAlerts, *, topped
         await context.bot.send_message(user.id, t(NOT_FOUND))
         return
     sweep = context.services.sweep
-    shown = fmt.View.make(context.lang, context.timezone, context.now())
+    shown = fmt.View.make(context.lang, context.timezone, context.now(), context.providers)
     try:
         outcome = await sweep.check_now(user.id, view.key_id) if sweep is not None else None
     except ManualLimitReached:  # the /balance limit, shared: what is stored, and why

@@ -106,7 +106,7 @@ def renderer(context: BotContext, key_ids: Sequence[str] | None):  # type: ignor
     history = context.services.history
 
     async def render(run: CheckRun, stage: Stage) -> Rendered:
-        view = fmt.View.make(context.lang, context.timezone, context.now())
+        view = fmt.View.make(context.lang, context.timezone, context.now(), context.providers)
         paces: Mapping[str, Pace] = {}
         if stage is not Stage.PROGRESS:
             ok = [r.key.id for r in run.reports() if r.ok]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, InvalidOperation
@@ -18,10 +18,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.billing.errors import ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState, Unit, Window, WindowState
-from bot.billing.registry import default_registry, title_of
+from bot.billing.providers.base import Provider
 from bot.i18n import N_, NP_, Translator, translator
 from bot.services.balances import KeyReport, StoredStatus
 from bot.services.keys import KeyView
+
+#: The providers this program knows (built-in and declared in PROVIDERS_FILE): the one
+#: registry the billing service was built with, `Services.providers`, passed in.
+Providers = Mapping[str, Provider]
 
 MAX_MESSAGE = 4096  # Telegram's limit, counted after entity parsing
 
@@ -116,23 +120,24 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def provider_title(provider_id: str, t: Translator | None = None) -> str:
-    """The provider's display name, translated where it has words (titles are msgids)."""
-    title = title_of(provider_id)  # built-in, or declared in PROVIDERS_FILE
-    if title is None:
+def provider_title(providers: Providers, provider_id: str, t: Translator | None = None) -> str:
+    """The provider's display name, translated where it has words (titles are msgids);
+    the bare id for a provider this program does not know (any more)."""
+    provider = providers.get(provider_id)
+    if provider is None:
         return provider_id
-    return t(title) if t is not None else title
+    return t(provider.title) if t is not None else provider.title
 
 
-def has_balance(provider_id: str) -> bool:
+def has_balance(providers: Providers, provider_id: str) -> bool:
     """Whether the provider's figure is a balance (something that can run low)."""
-    provider = default_registry().get(provider_id)
+    provider = providers.get(provider_id)
     return provider is None or provider.kind is FigureKind.BALANCE
 
 
-def billing_url(provider_id: str) -> str | None:
+def billing_url(providers: Providers, provider_id: str) -> str | None:
     """Where the provider's users top up (`Provider.billing_url`), if it is known."""
-    provider = default_registry().get(provider_id)
+    provider = providers.get(provider_id)
     return provider.billing_url if provider is not None else None
 
 
@@ -353,16 +358,15 @@ def error_mark(kind: ErrorKind) -> str:
     return WARN
 
 
-def explanation(provider_id: str, topic: object) -> str | None:
+def explanation(provider: Provider | None, topic: object) -> str | None:
     """The provider's own words for an error kind or a result hint (an English msgid)."""
-    provider = default_registry().get(provider_id)
     text = provider.explanations.get(str(topic)) if provider is not None and topic else None
     return text if isinstance(text, str) else None
 
 
-def error_sentence(kind: ErrorKind, t: Translator, provider_id: str | None = None) -> str:
+def error_sentence(kind: ErrorKind, t: Translator, provider: Provider | None = None) -> str:
     """What went wrong; the provider's own explanation when it has one for this kind."""
-    own = explanation(provider_id, kind.value) if provider_id else None
+    own = explanation(provider, kind.value)
     return t(own or ERROR_SENTENCES.get(kind, ERROR_SENTENCES[ErrorKind.PROVIDER_ERROR]))
 
 
@@ -413,7 +417,10 @@ def short_figure(result: BalanceResult, t: Translator) -> str:
     return ("≈" if result.estimate else "") + money(result.remaining, result.currency, t, unit=unit)
 
 
-def detail_lines(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator) -> list[str]:
+def detail_lines(
+    result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translator, providers: Providers
+) -> list[str]:
+    """The figure lines under a key's title; `providers` gives the provider's own hints."""
     if result.kind is FigureKind.QUOTA and result.windows:
         lines = [window_line(w, now, tz, t) for w in result.windows]
     else:
@@ -429,9 +436,8 @@ def detail_lines(result: BalanceResult, now: datetime, tz: ZoneInfo, t: Translat
         else:
             lines.append(t(T_USED, used=used))
     if result.kind is FigureKind.VALIDITY:
-        hint = explanation(result.provider, result.extras.get("hint")) or VALIDITY_HINTS.get(
-            result.provider, VALIDITY_HINT
-        )
+        own = explanation(providers.get(result.provider), result.extras.get("hint"))
+        hint = own or VALIDITY_HINTS.get(result.provider, VALIDITY_HINT)
         lines.append(f"<i>{t(hint)}</i>")
     if result.state is KeyState.EXHAUSTED:
         lines.append(t(T_EXHAUSTED))
@@ -619,19 +625,21 @@ def window_line(window: Window, now: datetime, tz: ZoneInfo, t: Translator) -> s
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """Who the text is for: translator, time zone, and "now" (fixed for tests)."""
+    """Who the text is for: translator, time zone, "now" (fixed for tests), and the
+    providers the program knows (their titles and own words)."""
 
     t: Translator
     tz: ZoneInfo
     now: datetime  # the program's clock, read once per reply
+    providers: Providers
 
     @classmethod
-    def make(cls, lang: str, tz_name: str | None, now: datetime) -> View:
-        return cls(translator(lang), zone(tz_name), now)
+    def make(cls, lang: str, tz_name: str | None, now: datetime, providers: Providers) -> View:
+        return cls(translator(lang), zone(tz_name), now, providers)
 
 
-def title_line(status: str, label: str, provider_id: str, t: Translator | None = None) -> str:
-    title = html.escape(provider_title(provider_id, t))
+def title_line(status: str, label: str, provider_id: str, v: View) -> str:
+    title = html.escape(provider_title(v.providers, provider_id, v.t))
     return f"{status} <b>{html.escape(label)}</b> · {title}"
 
 
@@ -644,16 +652,16 @@ def report_block(report: KeyReport, v: View, *, dated: bool = False) -> str:
     key = report.key
     if report.result is not None:
         result = report.result
-        lines = [title_line(mark(result, v.now), key.label, key.provider, v.t)]
-        lines += detail_lines(result, v.now, v.tz, v.t)
+        lines = [title_line(mark(result, v.now), key.label, key.provider, v)]
+        lines += detail_lines(result, v.now, v.tz, v.t, v.providers)
         if (dated or not report.fresh) and report.checked_at is not None:
             lines.append(f"<i>{v.t(T_CHECKED, age=age(report.checked_at, v.now, v.t))}</i>")
         return "\n".join(lines)
     kind = report.error or ErrorKind.PROVIDER_ERROR
-    sentence = error_sentence(kind, v.t, key.provider)
+    sentence = error_sentence(kind, v.t, v.providers.get(key.provider))
     if kind is ErrorKind.PROVIDER_DOWN and report.down_since is not None:
         sentence = v.t(T_DOWN_SINCE, when=since(report.down_since, v.now, v.tz))
-    lines = [title_line(error_mark(kind), key.label, key.provider, v.t), sentence]
+    lines = [title_line(error_mark(kind), key.label, key.provider, v), sentence]
     if report.last_known is not None and report.last_known_at is not None:
         figure = short_figure(report.last_known, v.t)
         lines.append(v.t(T_LAST_KNOWN, figure=figure, age=age(report.last_known_at, v.now, v.t)))
@@ -664,7 +672,7 @@ def report_block(report: KeyReport, v: View, *, dated: bool = False) -> str:
 
 def waiting_block(key: KeyView, status: StoredStatus | None, v: View) -> str:
     """A key whose provider has not answered yet: its last known figure, with its age."""
-    lines = [title_line("⏳", key.label, key.provider, v.t), v.t(T_WAITING)]
+    lines = [title_line("⏳", key.label, key.provider, v), v.t(T_WAITING)]
     if status is not None and status.last_result is not None and status.last_ok_at is not None:
         figure = short_figure(status.last_result, v.t)
         lines.append(v.t(T_LAST_KNOWN, figure=figure, age=age(status.last_ok_at, v.now, v.t)))

@@ -106,7 +106,7 @@ def list_text(keys: Sequence[KeyView], statuses: dict[str, StoredStatus], view: 
             )
             if report.last_known_at is not None:
                 figure += f" · {fmt.age(report.last_known_at, view.now, t)}"
-        lines.append(fmt.title_line(mark, key.label, key.provider, t))
+        lines.append(fmt.title_line(mark, key.label, key.provider, view))
         lines.append(f"<code>{html.escape(key.hint)}</code> · {figure}")
     lines += ["", t(T_LIST_HINT)]
     return "\n".join(lines)
@@ -129,7 +129,7 @@ def card_text(
     if key.created_at is not None:
         lines[0] += " · " + view.t(T_ADDED, date=fmt.local_date(key.created_at, view.tz))
     if report is None:
-        block = fmt.title_line(fmt.UNKNOWN, key.label, key.provider, view.t)
+        block = fmt.title_line(fmt.UNKNOWN, key.label, key.provider, view)
         return "\n".join([block, view.t(T_NOT_CHECKED), *lines])
     if pace is not None and report.ok:
         lines.insert(0, pace_line(pace, view))
@@ -178,7 +178,7 @@ async def _list(context: BotContext, user_id: int) -> tuple[str, InlineKeyboardM
     if not keys:
         return context.t(T_NO_KEYS), None
     statuses = await services.balances.statuses(user_id)
-    view = fmt.View.make(context.lang, context.timezone, context.now())
+    view = fmt.View.make(context.lang, context.timezone, context.now(), context.providers)
     return list_text(keys, statuses, view), list_markup(keys)
 
 
@@ -210,7 +210,7 @@ async def _open(update: Update, context: BotContext, key: KeyView) -> None:
     services = context.services
     status = (await services.balances.statuses(key.owner_id, [key.id])).get(key.id)
     pace = (await services.history.paces(key.owner_id, [key.id])).get(key.id)
-    view = fmt.View.make(context.lang, context.timezone, context.now())
+    view = fmt.View.make(context.lang, context.timezone, context.now(), context.providers)
     report = stored_report(key, status) if status is not None else None
     await _edit(query.message, card_text(key, report, view, pace), card_markup(key, context.t))
 
@@ -267,7 +267,7 @@ def _toast(report: KeyReport, t: Translator) -> str:
 
 def _card_renderer(context: BotContext, key: KeyView) -> progress.Render:
     async def render(run: CheckRun, stage: progress.Stage) -> progress.Rendered:
-        view = fmt.View.make(context.lang, context.timezone, context.now())
+        view = fmt.View.make(context.lang, context.timezone, context.now(), context.providers)
         markup = card_markup(key, context.t)
         if stage is progress.Stage.PROGRESS:
             return None  # the card stays as it was; the toast said a check is running

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bot.alerts import rules
+from bot.billing.registry import default_registry
 from bot.handlers.alert_messages import render
 from bot.services.users import UserService
 from tests.alerts.conftest import Rig
@@ -32,7 +33,7 @@ async def test_digest_once_per_local_day(rig: Rig) -> None:
     digests = [r for r in await rig.events(owner) if r.kind == rules.DIGEST]
     assert len(digests) == 2
     [item] = [i for i in await rig.outbox.claim(50, now=next_day) if i.kind == rules.DIGEST][:1]
-    text, markup = render(item, next_day)
+    text, markup = render(item, next_day, default_registry())
     assert markup is None  # a digest has no buttons
     assert "&lt;b&gt;main&lt;/b&gt;" in text and "<b>main</b>" not in text
     assert "42.50" in text

@@ -267,6 +267,7 @@ async def test_a_window_climbing_near_a_rung_is_checked_more_often_but_bounded(r
 
 async def test_the_daily_digest_shows_each_keys_windows(rig: Rig) -> None:
     from bot.alerts import rules
+    from bot.billing.registry import default_registry
     from bot.handlers.alert_messages import render
 
     plan = Plan(used=170, resets_at=rig.clock.now + FIVE_HOURS, weekly_used=2048)
@@ -285,8 +286,8 @@ async def test_the_daily_digest_shows_each_keys_windows(rig: Rig) -> None:
         {"window": "weekly", "pct": "100.0", "state": "exhausted"},
     ]
     items = [i for i in await rig.outbox.claim(50) if i.kind == rules.DIGEST]
-    text, _ = render(items[0], rig.clock.now)
+    text, _ = render(items[0], rig.clock.now, default_registry())
     assert "• <b>kimi</b> <code>sk-…0001</code>: 5-hour 85 % · weekly used up · " in text
     assert "• <b>ds</b> <code>sk-…0001</code>: $42.50 · " in text
-    zh, _ = render(replace(items[0], language="zh"), rig.clock.now)
+    zh, _ = render(replace(items[0], language="zh"), rig.clock.now, default_registry())
     assert ": 5 小时 85 % · 每周 已用完 · " in zh

@@ -9,12 +9,14 @@ import pytest
 
 from bot.billing.errors import ErrorKind
 from bot.billing.models import BalanceResult, FigureKind, KeyState
+from bot.billing.registry import default_registry
 from bot.handlers import format as fmt
 from bot.i18n import translator
 from bot.services.balances import KeyReport
 from bot.services.keys import KeyView
 
 EN, ZH = translator("en"), translator("zh")
+PROVIDERS = default_registry()
 NOW = datetime(2026, 11, 23, 20, 30, tzinfo=UTC)  # 04:30 on the 24th in Shanghai
 
 
@@ -129,7 +131,7 @@ def test_spend_is_spent_never_left() -> None:
 def test_validity_and_unlimited_and_missing_figure() -> None:
     tz = fmt.zone("UTC")
     validity = result(provider="openai", kind=FigureKind.VALIDITY)
-    lines = fmt.detail_lines(validity, NOW, tz, EN)
+    lines = fmt.detail_lines(validity, NOW, tz, EN, PROVIDERS)
     assert lines[0] == "valid — no balance API" and len(lines) == 2
     assert fmt.headline(result(unlimited=True, used=Decimal(3)), NOW, tz, EN) == "<b>unlimited</b>"
     assert fmt.headline(result(currency="USD"), NOW, tz, EN) == "no figures from the provider"
@@ -142,7 +144,7 @@ def key(label: str = "k") -> KeyView:
 
 
 def test_report_block_escapes_and_shows_last_known() -> None:
-    view = fmt.View(EN, fmt.zone("UTC"), NOW)
+    view = fmt.View(EN, fmt.zone("UTC"), NOW, PROVIDERS)
     last = result(provider="deepseek", remaining=Decimal("12.3"), currency="CNY")
     report = KeyReport(key("<b>&</b>"), error=ErrorKind.NETWORK, last_known=last,
                        last_known_at=NOW - timedelta(hours=2))  # fmt: skip
@@ -184,12 +186,12 @@ def test_retired_balance_api_is_said_in_the_providers_words() -> None:
         kind=FigureKind.VALIDITY,
         extras={"hint": "balance_api_retired", "retired_on": "2026-08-14"},
     )
-    lines = fmt.detail_lines(retired, NOW, tz, EN)
+    lines = fmt.detail_lines(retired, NOW, tz, EN, PROVIDERS)
     assert lines == [
         "valid — no balance API",
         "<i>SiliconFlow no longer offers a balance API for this site; the key itself works.</i>",
     ]
-    zh = fmt.detail_lines(retired, NOW, tz, ZH)
+    zh = fmt.detail_lines(retired, NOW, tz, ZH, PROVIDERS)
     assert "硅基流动已停止为该站点提供余额接口" in zh[1]
     assert fmt.mark(retired, NOW) == fmt.OK
 
@@ -206,7 +208,7 @@ def test_points_and_characters_never_get_a_currency_symbol() -> None:
     assert fmt.short_figure(poe, EN) == "12,345 points"
     eleven = result(remaining=Decimal(9000), total=Decimal(10000), used=Decimal(1000),
                     unit="characters")  # fmt: skip
-    assert fmt.detail_lines(eleven, NOW, tz, EN)[:2] == [
+    assert fmt.detail_lines(eleven, NOW, tz, EN, PROVIDERS)[:2] == [
         "<b>9,000 characters</b> left",
         "used 1,000 characters of 10,000 characters",
     ]
@@ -236,7 +238,7 @@ def test_quota_result_shows_its_windows_not_a_missing_balance() -> None:
             Window("glm-4.6", state=WindowState.UNLIMITED),
         ],
     )  # fmt: skip
-    lines = fmt.detail_lines(quota, NOW, tz, EN)
+    lines = fmt.detail_lines(quota, NOW, tz, EN, PROVIDERS)
     assert lines == [
         "5-hour ▓▓▓▓░░░░ 52 % · resets 14:20, in 9 h 50 min",
         "weekly ▓▓░░░░░░ 25 % · 90 requests left",
@@ -245,7 +247,7 @@ def test_quota_result_shows_its_windows_not_a_missing_balance() -> None:
     assert all("no figures" not in line for line in lines)
     assert fmt.short_figure(quota, EN) == "5-hour: 52 % used"  # the fullest window
     assert fmt.mark(quota, NOW) == fmt.OK
-    assert fmt.detail_lines(quota, NOW, tz, ZH)[0].startswith("5 小时")
+    assert fmt.detail_lines(quota, NOW, tz, ZH, PROVIDERS)[0].startswith("5 小时")
 
     full = result(kind=FigureKind.QUOTA, windows=[Window("5h", used_pct=Decimal(95))])
     assert fmt.mark(full, NOW) == fmt.WARN
@@ -256,11 +258,11 @@ def test_quota_result_shows_its_windows_not_a_missing_balance() -> None:
     assert fmt.mark(gone, NOW) == fmt.BAD
     assert fmt.short_figure(gone, EN) == "5-hour: used up"
     assert fmt.mark(result(kind=FigureKind.QUOTA), NOW) == fmt.UNKNOWN
-    assert fmt.detail_lines(result(kind=FigureKind.QUOTA), NOW, tz, EN) == [
+    assert fmt.detail_lines(result(kind=FigureKind.QUOTA), NOW, tz, EN, PROVIDERS) == [
         "no figures from the provider"
     ]
     evil = result(kind=FigureKind.QUOTA, windows=[Window("<b>x", used_pct=Decimal(1))])
-    assert fmt.detail_lines(evil, NOW, tz, EN) == ["&lt;b&gt;x ▓░░░░░░░ 1 %"]
+    assert fmt.detail_lines(evil, NOW, tz, EN, PROVIDERS) == ["&lt;b&gt;x ▓░░░░░░░ 1 %"]
 
 
 def test_money_with_windows_keeps_the_money_line_first() -> None:
@@ -268,16 +270,16 @@ def test_money_with_windows_keeps_the_money_line_first() -> None:
 
     both = result(provider="zhipu", remaining=Decimal("12.3"), currency="CNY",
                   windows=[Window("5h", used_pct=Decimal(10))])  # fmt: skip
-    lines = fmt.detail_lines(both, NOW, fmt.zone("UTC"), EN)
+    lines = fmt.detail_lines(both, NOW, fmt.zone("UTC"), EN, PROVIDERS)
     assert lines == ["<b>¥12.30</b> left", "5-hour ▓░░░░░░░ 10 %"]
     assert fmt.short_figure(both, EN) == "¥12.30"
 
 
 def test_wrong_key_type_uses_the_providers_own_words() -> None:
-    fal = fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, EN, "fal")
+    fal = fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, EN, PROVIDERS["fal"])
     assert "billing read permission" in fal
-    assert "fal" in fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, ZH, "fal")
-    assert fal != fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, EN, "poe")  # poe: generic
+    assert "fal" in fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, ZH, PROVIDERS["fal"])
+    assert fal != fmt.error_sentence(ErrorKind.WRONG_KEY_TYPE, EN, PROVIDERS["poe"])  # poe: generic
 
 
 # -- the window line: bar, what is left, reset in the user's zone, pace -----------------------
@@ -385,5 +387,5 @@ def test_alert_texts_render_any_figure() -> None:
         payload = {"remaining": "9E+999999", "total": "1" * 60, "currency": "USD",
                    "threshold": "50%", "threshold_amount": "4.5E+999999", "label": "x"}  # fmt: skip
         item = OutboxItem(1, 1, "k", kind, payload, 0, now, "en", "UTC")
-        text, _ = alert_messages.render(item, now)
+        text, _ = alert_messages.render(item, now, PROVIDERS)
         assert "9.00E+999999" in text
