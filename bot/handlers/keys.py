@@ -244,7 +244,7 @@ async def _check(update: Update, context: BotContext, key: KeyView) -> None:
         try:
             if await run.wait_all(timeout=TOAST_WAIT):
                 report = run.report(key.id)
-                await query.answer(_toast(report, t) if report else None)
+                await query.answer(_toast(report, t, context.providers) if report else None)
             else:
                 await query.answer(t(T_CHECKING_TOAST))
             screen = progress.Screen(context.bot, message.chat_id, [message])
@@ -255,13 +255,13 @@ async def _check(update: Update, context: BotContext, key: KeyView) -> None:
     context.application.create_task(check(), update=update)
 
 
-def _toast(report: KeyReport, t: Translator) -> str:
+def _toast(report: KeyReport, t: Translator, providers: fmt.Providers) -> str:
     """The answer in one plain line (a toast shows no markup)."""
     if report.result is not None:
         figure = fmt.plain(fmt.short_figure(report.result, t))
         return t(T_CHECKED_TOAST, figure=figure)[:200]
     kind = report.error or ErrorKind.PROVIDER_ERROR
-    reason = fmt.plain(fmt.error_sentence(kind, t, report.key.provider))
+    reason = fmt.plain(fmt.error_sentence(kind, t, providers.get(report.key.provider)))
     return f"{fmt.error_mark(kind)} {reason}"[:200]
 
 

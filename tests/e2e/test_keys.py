@@ -201,3 +201,21 @@ async def test_check_now_answers_with_a_toast_and_keeps_the_card_lines(make_sett
         assert bot.providers.count("/user/balance") == 3
         # The third press changed nothing on the card: Telegram's "not modified" is no error.
         assert all("not modified" in desc for _, _, desc in bot.tg.errors)
+
+
+async def test_check_now_toast_says_what_went_wrong(make_settings) -> None:
+    """A failed check is a toast too, in the provider's words where it has them (the
+    card's renderer looks the provider up in the injected registry)."""
+    from tests.fakes.provider_server import Reply
+
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(3008, "Ann")
+        await add(bot, ann.id, "sk-deepseek0123456789abcdee", "deepseek", "ds")
+        bot.providers.script("/user/balance", [Reply(401, json={"error": "bad key"})])
+        listing = await open_keys(bot, ann)
+        await press(bot, ann, listing.message_id, button_data(listing, "ds"))
+        card = await bot.tg.wait_for_reply(ann)
+        toast = await press(bot, ann, card.message_id, button_data(card, "Check now"))
+        assert toast is not None and toast.startswith("⛔ The provider rejected this key")
+        card = await bot.tg.wait_for_reply(ann)
+        assert "rejected this key" in card.text
