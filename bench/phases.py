@@ -427,7 +427,8 @@ async def _outbox_delivery(app: Any, services: Any, n_alerts: int) -> tuple[str,
                        "threshold": "5", "remaining": "1.00", "currency": "USD"}  # fmt: skip
             await enqueue(s, idem_key=f"bench:{i}", user_id=base + i, key_id=None,
                           kind=rules.LOW, payload=payload, now=now)  # fmt: skip
-    sender = Sender(services.outbox, app.bot, render)
+    providers = services.providers
+    sender = Sender(services.outbox, app.bot, lambda item, now: render(item, now, providers))
     deadline = time.monotonic() + 60 + n_alerts / 10
     while time.monotonic() < deadline:
         await sender.run()
