@@ -41,6 +41,7 @@ COMMANDS = (
     ("balance", N_("Remaining credit on your keys")),
     ("keys", N_("Your keys: check, rename, delete")),
     ("alerts", N_("Low-balance and expiry alerts")),
+    ("history", N_("Chart of your balances over time")),
     ("remove", N_("Delete a key")),
     ("lang", N_("Language: en or zh")),
     ("tz", N_("Time zone for dates")),
@@ -58,6 +59,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
     from bot.alerts.sweep import AlertSweep
     from bot.billing.registry import registry_for
     from bot.billing.service import BillingService
+    from bot.charts import ChartRenderer
     from bot.services.account import AccountService
     from bot.services.adding import ADD_CHECKS_PER_HOUR, AddService
     from bot.services.balances import (
@@ -117,6 +119,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         outbox=outbox,
         history=HistoryService(db),
         instances=instances,
+        charts=ChartRenderer(),
     )
 
 
@@ -126,6 +129,7 @@ async def close_services(services: Services) -> None:
             await services.instances.leave()  # the others' shares grow at their next beat
         except Exception as exc:
             log.info("could not remove this instance's heartbeat: %s", exc)
+    services.charts.close()
     await services.billing.aclose()
     await services.db.dispose()
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bot.alerts.sweep import AlertSweep
     from bot.billing.providers.base import Provider
     from bot.billing.service import BillingService
+    from bot.charts import ChartRenderer
     from bot.delivery import Sender
     from bot.services.account import AccountService
     from bot.services.adding import AddService
@@ -48,6 +49,7 @@ class Services:
     flows: FlowStore  # multi-step dialogues (one per user), a waiting key sealed
     adding: AddService  # /add's decisions; holds the first-check limit (docs/security.md §T13)
     account: AccountService  # /forget
+    charts: ChartRenderer
     alerts: AlertPreferences | None = None
     sweep: AlertSweep | None = None
     digest: DailyDigest | None = None

@@ -373,14 +373,65 @@ async def test_commands_and_media(fake: FakeTelegram) -> None:
         assert await bot.get_my_commands() == ()
         with pytest.raises(BadRequest, match=r"(?i)bot_command_invalid"):
             await bot.set_my_commands([BotCommand("Bad-Name", "x")])
-        photo = await bot.send_photo(
-            ann.id, b"\x89PNG fake", caption="<b>chart</b>", parse_mode="HTML"
-        )
+        image = png(30, 20)
+        photo = await bot.send_photo(ann.id, image, caption="<b>chart</b>", parse_mode="HTML")
         doc = await bot.send_document(ann.id, b"a,b\n", filename="report.csv")
     assert fake.my_commands("all_private_chats", "en")[1]["command"] == "balance"
     assert photo.photo and photo.caption == "chart" and doc.document.file_name == "report.csv"
+    assert (photo.photo[-1].width, photo.photo[-1].height) == (30, 20)
     kinds = [(m.kind, m.file.size if m.file else None) for m in fake.messages(ann.id)]  # type: ignore[union-attr]
-    assert kinds == [("photo", 9), ("document", 4)]
+    assert kinds == [("photo", len(image)), ("document", 4)]
+    sent = fake.messages(ann.id)
+    assert sent[0].file.data == image and sent[1].file.data == b"a,b\n"  # type: ignore[union-attr]
+
+
+def png(width: int, height: int) -> bytes:
+    """A real (blank, greyscale) PNG of this size."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    raw = b"".join(b"\x00" + b"\xff" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_uploads_and_buttons_are_checked_like_telegram(fake: FakeTelegram) -> None:
+    from telegram import CopyTextButton, InlineKeyboardButton, InlineKeyboardMarkup
+
+    ann = fake.user(started=True)
+    async with bot_for(fake) as bot:
+        with pytest.raises(BadRequest, match=r"(?i)image_process_failed"):
+            await bot.send_photo(ann.id, b"\x89PNG not really")
+        with pytest.raises(BadRequest, match=r"(?i)photo_invalid_dimensions"):
+            await bot.send_photo(ann.id, png(2100, 100))  # sides 21:1
+        with pytest.raises(BadRequest, match=r"(?i)caption is too long"):
+            await bot.send_photo(ann.id, png(10, 10), caption="x" * 1025)
+        copy = InlineKeyboardButton("Copy", copy_text=CopyTextButton("balance-bot check"))
+        red = InlineKeyboardButton("Delete", callback_data="d", style="danger")
+        sent = await bot.send_message(
+            ann.id, "hi", reply_markup=InlineKeyboardMarkup([[copy, red]])
+        )
+        assert sent.reply_markup is not None
+        for bad in (
+            InlineKeyboardButton("x", callback_data="d", style="rainbow"),
+            InlineKeyboardButton("x", copy_text=CopyTextButton("y" * 257)),
+            InlineKeyboardButton("x", style="success"),  # a style is not an action
+        ):
+            with pytest.raises(BadRequest, match=r"(?i)inline keyboard button"):
+                await bot.send_message(ann.id, "hi", reply_markup=InlineKeyboardMarkup([[bad]]))
+    [message] = [m for m in fake.messages(ann.id) if m.kind == "text"]
+    copy_button, red_button = message.buttons()
+    assert copy_button.copy_text == "balance-bot check" and copy_button.callback_data is None
+    assert red_button.style == "danger"
 
 
 # -- webhook mode ------------------------------------------------------------------------------

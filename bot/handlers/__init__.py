@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from bot.handlers import account, add, alerts, balance, fallback, guard, keys, on_error, start
+from bot.handlers import (
+    account,
+    add,
+    alerts,
+    balance,
+    fallback,
+    guard,
+    history,
+    keys,
+    on_error,
+    start,
+)
 
-FEATURES = (start, balance, keys, add, account, alerts, fallback)  # fallback stays last
+FEATURES = (start, balance, keys, add, account, alerts, history, fallback)  # fallback last
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

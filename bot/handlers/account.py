@@ -139,8 +139,12 @@ async def cmd_remove(update: Update, context: BotContext) -> None:
 def _remove_confirm(context: BotContext, key: KeyView) -> tuple[str, InlineKeyboardMarkup]:
     t = context.t
     buttons = [
-        InlineKeyboardButton(t(DELETE), callback_data=callbacks.encode(PREFIX, "rm", key.id)),
-        InlineKeyboardButton(t(KEEP), callback_data=callbacks.encode(PREFIX, "keep", key.id)),
+        InlineKeyboardButton(
+            t(DELETE), callback_data=callbacks.encode(PREFIX, "rm", key.id), style="danger"
+        ),
+        InlineKeyboardButton(
+            t(KEEP), callback_data=callbacks.encode(PREFIX, "keep", key.id), style="success"
+        ),
     ]
     text = t(
         REMOVE_CONFIRM,
@@ -167,8 +171,8 @@ async def cmd_forget(update: Update, context: BotContext) -> None:
     markup = InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton(t(FORGET_YES), callback_data=yes),
-                InlineKeyboardButton(t(FORGET_NO), callback_data=no),
+                InlineKeyboardButton(t(FORGET_YES), callback_data=yes, style="danger"),
+                InlineKeyboardButton(t(FORGET_NO), callback_data=no, style="success"),
             ]
         ]
     )

@@ -19,6 +19,7 @@ from bot.alerts.outbox import OutboxItem
 from bot.billing.errors import ErrorKind
 from bot.handlers import callbacks
 from bot.handlers import format as fmt
+from bot.handlers.history import button as history_button
 from bot.i18n import N_, Translator, translator
 
 PREFIX = "al"  # callback data of every alert button (handled in bot/handlers/alerts.py)
@@ -275,11 +276,18 @@ def _alert_buttons(item: OutboxItem, t: Translator, url: str | None) -> InlineKe
         return None
     kid = item.key_id
     if item.kind == rules.RECOVERED:
-        rows = [[button(t, B_CHECK, "chk", kid), button(t, B_CHANGE, "thr", kid)]]
-    elif item.kind in (rules.LOW, rules.FORECAST):
         rows = [
-            [button(t, B_CHECK, "chk", kid), button(t, B_TOPPED, "top", kid)],
+            [button(t, B_CHECK, "chk", kid), button(t, B_CHANGE, "thr", kid)],
+            [history_button(kid, t)],
+        ]
+    elif item.kind in (rules.LOW, rules.FORECAST):
+        topped = InlineKeyboardButton(
+            t(B_TOPPED), callback_data=callbacks.encode(PREFIX, "top", kid), style="success"
+        )
+        rows = [
+            [button(t, B_CHECK, "chk", kid), topped],
             [button(t, B_MUTE, "mute", kid), button(t, B_CHANGE, "thr", kid)],
+            [history_button(kid, t)],
         ]
     else:
         rows = [[button(t, B_CHECK, "chk", kid), button(t, B_MUTE, "mute", kid)]]

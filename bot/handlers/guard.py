@@ -22,7 +22,7 @@ OPEN_PRIVATE = N_("Open a private chat")
 
 #: Commands that show a user's keys or figures: never answered in a group, where every
 #: member would read the reply. (/add, /remove, /forget, /lang, /tz handle groups themselves.)
-PRIVATE_COMMANDS = frozenset({"balance", "keys", "alerts"})
+PRIVATE_COMMANDS = frozenset({"balance", "keys", "alerts", "history"})
 
 
 def _command(update: Update) -> str | None:

@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import html
 import math
+import shlex
 from collections.abc import Sequence
 
 from telegram import (
+    CopyTextButton,
     ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -38,6 +40,7 @@ from bot.billing.errors import ErrorKind
 from bot.context import BotContext
 from bot.handlers import callbacks, fallback, progress
 from bot.handlers import format as fmt
+from bot.handlers.history import button as history_button
 from bot.handlers.pace import pace_line
 from bot.i18n import N_, Translator
 from bot.services.balances import CheckRun, KeyReport, StoredStatus, stored_report
@@ -65,6 +68,7 @@ T_ALERTS = N_("🔔 Alerts")
 T_RENAME = N_("✏️ Rename")
 T_DELETE = N_("🗑 Delete")
 T_BACK = N_("« All keys")
+T_COPY_CHECK = N_("📋 Copy CLI check")
 T_CONFIRM = N_("Delete <b>{label}</b> ({hint})? The encrypted key and its history are erased.")
 T_CONFIRM_YES = N_("Yes, delete")
 T_CANCEL = N_("Cancel")
@@ -144,6 +148,16 @@ def waiting_card(key: KeyView, status: StoredStatus | None, view: fmt.View) -> s
     return fmt.waiting_block(key, status, view) + "\n" + hint
 
 
+def check_command(key: KeyView) -> str:
+    """`balance-bot check` for this key, to copy into a shell: the key itself is read from
+    an environment variable there (bot/billing/check_cli.py), never part of the text."""
+    env = key.provider.upper().replace("-", "_") + "_API_KEY"
+    command = f"balance-bot check --provider {key.provider} --key-env {env}"
+    if key.base_url:
+        command += f" --url {shlex.quote(key.base_url)}"
+    return command[:256]  # Telegram's copy-text limit
+
+
 def card_markup(key: KeyView, t: Translator) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
@@ -152,12 +166,18 @@ def card_markup(key: KeyView, t: Translator) -> InlineKeyboardMarkup:
                 InlineKeyboardButton(
                     t(T_ALERTS), callback_data=callbacks.encode(ALERTS_PREFIX, "key", key.id, "k")
                 ),
+                history_button(key.id, t),
             ],
             [
                 InlineKeyboardButton(t(T_RENAME), callback_data=_data("ren", key.id)),
-                InlineKeyboardButton(t(T_DELETE), callback_data=_data("del", key.id)),
+                InlineKeyboardButton(
+                    t(T_DELETE), callback_data=_data("del", key.id), style="danger"
+                ),
             ],
-            [InlineKeyboardButton(t(T_BACK), callback_data=_data("list"))],
+            [
+                InlineKeyboardButton(t(T_COPY_CHECK), copy_text=CopyTextButton(check_command(key))),
+                InlineKeyboardButton(t(T_BACK), callback_data=_data("list")),
+            ],
         ]
     )
 
@@ -305,7 +325,9 @@ async def _delete(update: Update, context: BotContext, key: KeyView) -> None:
     markup = InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton(t(T_CONFIRM_YES), callback_data=_data("delok", key.id)),
+                InlineKeyboardButton(
+                    t(T_CONFIRM_YES), callback_data=_data("delok", key.id), style="danger"
+                ),
                 InlineKeyboardButton(t(T_CANCEL), callback_data=_data("open", key.id)),
             ]
         ]

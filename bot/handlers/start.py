@@ -38,6 +38,13 @@ HELP = N_(
 )
 
 
+#: Where your money goes (issue 16): one msgid per command, shown after HELP.
+HELP_HISTORY = N_(
+    "<b>History</b>\n"
+    "/history [LABEL] [7d|30d|90d] — a chart of your balances over time (30 days by default)"
+)
+
+
 async def start(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
     t = context.t
@@ -73,7 +80,7 @@ async def on_button(update: Update, context: BotContext) -> None:
 
 async def help_(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
-    await update.effective_message.reply_text(context.t(HELP))
+    await update.effective_message.reply_text(f"{context.t(HELP)}\n\n{context.t(HELP_HISTORY)}")
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

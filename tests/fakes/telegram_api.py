@@ -52,6 +52,18 @@ WEBHOOK_CONFLICT = (
     "use deleteWebhook to delete the webhook first"
 )
 MAX_TEXT, MAX_CAPTION, MAX_CALLBACK_DATA = 4096, 1024, 64
+MAX_COPY_TEXT = 256
+# Uploads (Bot API "sendPhoto"/"sendDocument"): a photo at most 10 MB, its width plus height
+# at most 10000 and its sides' ratio at most 20; any other file at most 50 MB.
+MAX_PHOTO_BYTES, MAX_PHOTO_SIDES, MAX_PHOTO_RATIO = 10 * 1024 * 1024, 10_000, 20
+MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+BUTTON_STYLES = frozenset({"primary", "success", "danger"})
+# The optional fields of an inline button of which exactly one must be used.
+BUTTON_ACTIONS = frozenset(
+    {"url", "callback_data", "web_app", "login_url", "switch_inline_query",
+     "switch_inline_query_current_chat", "switch_inline_query_chosen_chat", "copy_text",
+     "callback_game", "pay"}
+)  # fmt: skip
 # Form values that Telegram expects as JSON-serialized objects.
 JSON_FIELDS = frozenset(
     {"reply_markup", "allowed_updates", "commands", "scope", "entities", "caption_entities",
@@ -108,6 +120,8 @@ class Button:
     text: str
     callback_data: str | None = None
     url: str | None = None
+    copy_text: str | None = None  # the text a copy-text button puts on the clipboard
+    style: str | None = None  # "primary" | "success" | "danger"
 
 
 @dataclass
@@ -137,6 +151,9 @@ class UploadedFile:
     name: str
     size: int
     content_type: str
+    data: bytes = field(default=b"", repr=False, compare=False)  # what the bot uploaded
+    width: int | None = None  # photos: decoded from the image header
+    height: int | None = None
 
 
 @dataclass(frozen=True)
@@ -310,18 +327,33 @@ def _parse_markup(raw: Any) -> tuple[dict[str, Any] | None, list[list[Button]]]:
         parsed_row = []
         for b in row:
             b = {"text": b} if isinstance(b, str) else b
+            copy_text = None
             if "inline_keyboard" in raw:
                 data = b.get("callback_data")
                 if data is not None and not (0 < len(str(data).encode()) <= MAX_CALLBACK_DATA):
                     raise bad_request("BUTTON_DATA_INVALID")
                 if not b.get("text"):
                     raise bad_request("can't parse inline keyboard button: Text must be non-empty")
-                if len(b) == 1:
+                if not BUTTON_ACTIONS & b.keys():
                     raise bad_request(
                         "can't parse inline keyboard button: "
                         "Text buttons are unallowed in the inline keyboard"
                     )
-            parsed_row.append(Button(str(b["text"]), b.get("callback_data"), b.get("url")))
+                if len(BUTTON_ACTIONS & b.keys()) > 1:
+                    raise bad_request("can't parse inline keyboard button: too many button types")
+                if "style" in b and b["style"] not in BUTTON_STYLES:
+                    raise bad_request("can't parse inline keyboard button: invalid button style")
+                if "copy_text" in b:
+                    copied = b["copy_text"]
+                    text = copied.get("text") if isinstance(copied, dict) else None
+                    if not isinstance(text, str) or not 1 <= len(text) <= MAX_COPY_TEXT:
+                        raise bad_request("can't parse inline keyboard button: bad copy text")
+                    copy_text = text
+            parsed_row.append(
+                Button(
+                    str(b["text"]), b.get("callback_data"), b.get("url"), copy_text, b.get("style")
+                )
+            )
         parsed.append(parsed_row)
     if "inline_keyboard" in raw and not any(parsed):
         return None, []  # an empty inline keyboard is the same as none
@@ -708,8 +740,10 @@ class FakeTelegram:
         unique = f"{chat_id}_{m.message_id}"
         size = m.file.size if isinstance(m.file, UploadedFile) else None
         if m.kind == "photo":
+            width = (m.file.width if isinstance(m.file, UploadedFile) else None) or 800
+            height = (m.file.height if isinstance(m.file, UploadedFile) else None) or 600
             out["photo"] = [{"file_id": f"bph{unique}", "file_unique_id": f"b{unique}",
-                             "width": 800, "height": 600, "file_size": size}]  # fmt: skip
+                             "width": width, "height": height, "file_size": size}]  # fmt: skip
         elif m.kind == "document":
             name = m.file.name if isinstance(m.file, UploadedFile) else "document"
             out["document"] = {"file_id": f"bdoc{unique}", "file_unique_id": f"b{unique}",
@@ -812,6 +846,8 @@ class FakeTelegram:
                 file = params.get(file.removeprefix("attach://"))
             if file in (None, ""):
                 raise bad_request(f"there is no {kind} in the request")
+            if isinstance(file, UploadedFile):
+                file = _check_upload(file, kind)
         key, limit = ("text", MAX_TEXT) if kind == "text" else ("caption", MAX_CAPTION)
         text, entities = _parse_text(params, key, limit, required=kind == "text")
         raw_markup, rows = _parse_markup(params.get("reply_markup"))
@@ -1052,8 +1088,8 @@ async def _read_params(request: web.Request) -> Params:
         else:
             for key, value in (await request.post()).items():
                 if isinstance(value, web.FileField):
-                    size = len(value.file.read())
-                    params[key] = UploadedFile(value.filename, size, value.content_type)
+                    data = value.file.read()
+                    params[key] = UploadedFile(value.filename, len(data), value.content_type, data)
                 else:
                     params[key] = value
     for key in JSON_FIELDS & params.keys():
@@ -1064,6 +1100,47 @@ async def _read_params(request: web.Request) -> Params:
             except ValueError:
                 raise bad_request(f"can't parse {key} JSON object") from None
     return params
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG, GIF or JPEG, read from its header; None if it is none."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data) and data[i] == 0xFF:
+            marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = (
+                    int.from_bytes(data[i + 5 : i + 7], "big"),
+                    int.from_bytes(data[i + 7 : i + 9], "big"),
+                )
+                return w, h
+            i += 2 + length
+    return None
+
+
+def _check_upload(file: UploadedFile, kind: str) -> UploadedFile:
+    """Telegram's upload rules: size caps, and a photo must be an image of sane shape."""
+    if kind != "photo":
+        if file.size > MAX_DOCUMENT_BYTES:
+            raise ApiError(413, "Request Entity Too Large")
+        return file
+    if file.size > MAX_PHOTO_BYTES:
+        raise bad_request("file is too big")
+    size = image_size(file.data)
+    if size is None:
+        raise bad_request("IMAGE_PROCESS_FAILED")
+    width, height = size
+    if (
+        min(width, height) < 1
+        or width + height > MAX_PHOTO_SIDES
+        or max(width, height) / min(width, height) > MAX_PHOTO_RATIO
+    ):
+        raise bad_request("PHOTO_INVALID_DIMENSIONS")
+    return UploadedFile(file.name, file.size, file.content_type, file.data, width, height)
 
 
 def _int(params: Params, key: str, default: int | None = None) -> int:
