@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PHASES = ("sweep", "baseline", "balance", "alerts", "memory", "transport")
+PHASES = ("sweep", "baseline", "balance", "alerts", "memory", "transport", "chart")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -285,6 +285,23 @@ def render(res: dict[str, Any]) -> str:
                 f"{alerts['errors']} errors",
             )
         )
+    chart = res.get("chart")
+    if chart:
+        drawn, idle = chart["drawn"], chart["idle"]
+        rows.append(
+            (
+                f"/history chart, 90 days ({drawn['readings']} readings, 3 keys)",
+                f"{drawn['cold_cpu_ms']:.0f} ms CPU first (imports matplotlib), "
+                f"{drawn['warm_cpu_ms']:.0f} ms CPU warm; PNG {drawn['png_bytes'] // 1024} KiB",
+            )
+        )
+        rows.append(
+            (
+                "peak RSS without / with a chart drawn",
+                f"{idle['peak_rss_mb']:.0f} MB / {drawn['peak_rss_mb']:.0f} MB "
+                f"(matplotlib loaded: {idle['matplotlib_loaded']} / {drawn['matplotlib_loaded']})",
+            )
+        )
     trans = res.get("transports")
     if trans:
         for name, t in trans.items():
@@ -408,6 +425,14 @@ def main(argv: list[str] | None = None) -> int:
                         args.transport_concurrency,
                     )
                     for name in ("httpx-default", "aiohttp")
+                }
+            if "chart" not in skip:
+                from bench.chart import chart_phase
+
+                print("/history chart…", file=sys.stderr)
+                res["chart"] = {
+                    "idle": run_isolated(chart_phase, False),
+                    "drawn": run_isolated(chart_phase, True),
                 }
             res["provider_server"] = providers.stats()
         finally:

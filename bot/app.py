@@ -42,6 +42,8 @@ COMMANDS = (
     ("keys", N_("Your keys: check, rename, delete")),
     ("alerts", N_("Low-balance and expiry alerts")),
     ("history", N_("Chart of your balances over time")),
+    ("currency", N_("One converted total in /balance")),
+    ("export", N_("Your balance history as a CSV or JSON file")),
     ("remove", N_("Delete a key")),
     ("lang", N_("Language: en or zh")),
     ("tz", N_("Time zone for dates")),
@@ -68,6 +70,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         ManualCheckLimiter,
     )
     from bot.services.flows import FlowStore
+    from bot.services.fx import FxService
     from bot.services.history import HistoryService
 
     registry = registry_for(settings)  # a broken PROVIDERS_FILE stops start-up here (exit 78)
@@ -120,6 +123,7 @@ async def build_services(settings: Settings, clock: Clock = system_clock) -> Ser
         history=HistoryService(db),
         instances=instances,
         charts=ChartRenderer(),
+        fx=FxService(db, billing.trusted_http, settings.fx_rates_url),
     )
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from bot.services.adding import AddService
     from bot.services.balances import BalanceService
     from bot.services.flows import FlowStore
+    from bot.services.fx import FxService
     from bot.services.history import HistoryService
     from bot.services.keys import KeyService
     from bot.services.shared_limits import Instances
@@ -50,6 +51,7 @@ class Services:
     adding: AddService  # /add's decisions; holds the first-check limit (docs/security.md §T13)
     account: AccountService  # /forget
     charts: ChartRenderer
+    fx: FxService
     alerts: AlertPreferences | None = None
     sweep: AlertSweep | None = None
     digest: DailyDigest | None = None
@@ -88,6 +90,7 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], B
         super().__init__(application=application, chat_id=chat_id, user_id=user_id)
         self.lang = "en"
         self.timezone = "UTC"
+        self.currency: str | None = None  # /currency: totals also converted to this
 
     @property
     def services(self) -> Services:

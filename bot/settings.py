@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     keyring_file: Path | None = None
 
     alert_interval_seconds: float = Field(default=3600, gt=0)
+    # Daily euro reference rates for /currency totals (services/fx.py).
+    fx_rates_url: str = "https://www.ecb.europa.eu/stats/eurofxref/eurofxref-daily.xml"
     allowed_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     allow_private_base_urls: bool = False

@@ -171,6 +171,12 @@ class BillingService:
         A host's new cap applies from its next idle moment."""
         self._replicas = max(1, replicas)
 
+    @property
+    def trusted_http(self) -> ProviderHttpClient:
+        """The trusted client (timeouts, retries, body cap) for operator-configured URLs,
+        e.g. FX_RATES_URL; never for a user's URL."""
+        return self._http.trusted
+
     async def aclose(self) -> None:
         await self._http.aclose()
         self._cache.clear()

@@ -9,6 +9,8 @@ from bot.handlers import (
     add,
     alerts,
     balance,
+    currency,
+    export,
     fallback,
     guard,
     history,
@@ -17,7 +19,8 @@ from bot.handlers import (
     start,
 )
 
-FEATURES = (start, balance, keys, add, account, alerts, history, fallback)  # fallback last
+# fallback stays last: it answers whatever no feature took
+FEATURES = (start, balance, keys, add, account, alerts, history, currency, export, fallback)
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

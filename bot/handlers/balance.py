@@ -24,10 +24,12 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 from bot.context import BotContext
 from bot.handlers import callbacks
 from bot.handlers import format as fmt
+from bot.handlers.currency import converted_line, rates_for_balance
 from bot.handlers.pace import pace_line
 from bot.handlers.progress import ALREADY, TOO_SOON, Rendered, Screen, Stage, follow
 from bot.i18n import N_
 from bot.services.balances import CheckRun
+from bot.services.fx import Rates
 from bot.services.history import Pace
 from bot.services.keys import match_label
 
@@ -105,13 +107,25 @@ def renderer(context: BotContext, key_ids: Sequence[str] | None):  # type: ignor
     scope = key_ids[0] if key_ids else None
     history = context.services.history
 
+    target = context.currency  # /currency: one converted total under the totals
+    # The rates load while the providers answer (at most once a day from the ECB).
+    fx = asyncio.ensure_future(rates_for_balance(context.services.fx)) if target else None
+
     async def render(run: CheckRun, stage: Stage) -> Rendered:
         view = fmt.View.make(context.lang, context.timezone, context.now(), context.providers)
         paces: Mapping[str, Pace] = {}
         if stage is not Stage.PROGRESS:
             ok = [r.key.id for r in run.reports() if r.ok]
             paces = await history.paces(run.keys[0].owner_id, ok) if ok else {}
-        return render_run(run, stage, view, scope=scope, paces=paces)
+        return render_run(
+            run,
+            stage,
+            view,
+            scope=scope,
+            paces=paces,
+            target=target,
+            rates=await fx if fx is not None and stage is not Stage.PROGRESS else None,
+        )
 
     return render
 
@@ -123,6 +137,8 @@ def render_run(
     *,
     scope: str | None = None,
     paces: Mapping[str, Pace] | None = None,
+    target: str | None = None,
+    rates: Rates | None = None,
 ) -> tuple[list[str], InlineKeyboardMarkup | None]:
     """The answer as message-sized chunks, and the Refresh button once it is final.
 
@@ -157,11 +173,14 @@ def render_run(
         elif pending:
             footer.append(t(NO_ANSWER_IN_TIME, labels=waiting))
         sums = fmt.totals(reports)
-        if not pending and len(reports) > 1 and sums:
+        if not pending and (len(reports) > 1 or target) and sums:
             parts = " · ".join(
                 f"<b>{fmt.money(v, code, t)}</b>" for code, v in sorted(sums.items())
             )
             footer.append(t(TOTALS, sums=parts))
+            converted = converted_line(sums, target, rates, t) if target else None
+            if converted is not None:
+                footer.append(converted)
         if run.throttled:
             footer.append(t(THROTTLED, n=math.ceil(run.retry_in)))
         else:

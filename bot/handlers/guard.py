@@ -22,7 +22,7 @@ OPEN_PRIVATE = N_("Open a private chat")
 
 #: Commands that show a user's keys or figures: never answered in a group, where every
 #: member would read the reply. (/add, /remove, /forget, /lang, /tz handle groups themselves.)
-PRIVATE_COMMANDS = frozenset({"balance", "keys", "alerts", "history"})
+PRIVATE_COMMANDS = frozenset({"balance", "keys", "alerts", "history", "currency", "export"})
 
 
 def _command(update: Update) -> str | None:
@@ -69,6 +69,7 @@ async def guard(update: Update, context: BotContext) -> None:
         profile = await context.services.users.touch(user.id)
         stored = profile.language
         context.timezone = profile.timezone
+        context.currency = profile.currency
     context.lang = resolve_language(stored, user.language_code)
     alerts = context.services.alerts
     if alerts is not None and chat is not None and chat.type == ChatType.PRIVATE:

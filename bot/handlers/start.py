@@ -43,6 +43,8 @@ HELP_HISTORY = N_(
     "<b>History</b>\n"
     "/history [LABEL] [7d|30d|90d] — a chart of your balances over time (30 days by default)"
 )
+HELP_CURRENCY = N_("/currency CODE|off — one converted total in /balance (ECB reference rates)")
+HELP_EXPORT = N_("/export [csv|json] — every stored reading as a file (no key material)")
 
 
 async def start(update: Update, context: BotContext) -> None:
@@ -80,7 +82,9 @@ async def on_button(update: Update, context: BotContext) -> None:
 
 async def help_(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
-    await update.effective_message.reply_text(f"{context.t(HELP)}\n\n{context.t(HELP_HISTORY)}")
+    t = context.t
+    extra = "\n".join(t(text) for text in (HELP_HISTORY, HELP_CURRENCY, HELP_EXPORT))
+    await update.effective_message.reply_text(f"{t(HELP)}\n\n{extra}")
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

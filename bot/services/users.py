@@ -13,6 +13,7 @@ class Profile:
     id: int
     language: str | None
     timezone: str
+    currency: str | None = None
 
 
 class UserService:
@@ -31,12 +32,17 @@ class UserService:
                 return Profile(user.id, user.language, user.timezone)
         async with self.db.write() as s:
             user = await UserRepo(s).get_or_create(user_id)
-            return Profile(user.id, user.language, user.timezone)
+            return Profile(user.id, user.language, user.timezone, user.currency)
 
     async def set_language(self, user_id: int, language: str | None) -> None:
         async with self.db.session() as s:
             user = await UserRepo(s).get_or_create(user_id)
             user.language = language
+
+    async def set_currency(self, user_id: int, code: str | None) -> None:
+        async with self.db.session() as s:
+            user = await UserRepo(s).get_or_create(user_id)
+            user.currency = code
 
     async def set_timezone(self, user_id: int, tz: str) -> None:
         async with self.db.session() as s:

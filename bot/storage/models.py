@@ -74,6 +74,7 @@ class User(Base):
     language: Mapped[str | None] = mapped_column(String(8))  # None: follow Telegram's language
     timezone: Mapped[str] = mapped_column(String(MAX_TIMEZONE), default="UTC")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    currency: Mapped[str | None] = mapped_column(String(3))  # /currency: converted totals
 
     keys: Mapped[list[ApiKey]] = relationship(
         back_populates="owner", cascade="all, delete-orphan", passive_deletes=True
@@ -155,6 +156,18 @@ class BalanceSnapshot(Base):
     # and the plan windows of the reading (services/history.py), for charts and /export.
     unit: Mapped[str | None] = mapped_column(String(16))
     windows: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+
+class FxRates(Base):
+    """The latest exchange rates (migration 0006; services/fx.py): one row per source."""
+
+    __tablename__ = "fx_rates"
+
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    published: Mapped[str | None] = mapped_column(String(10))  # the rates' date, YYYY-MM-DD
+    rates: Mapped[dict[str, str] | None] = mapped_column(JSON)  # code → units per euro
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # -- alerts (migration 0004) ------------------------------------------------------------
