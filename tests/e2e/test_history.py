@@ -147,7 +147,8 @@ async def test_too_little_history_is_a_text_not_an_empty_picture(make_settings) 
         text = reply.text or ""
         assert "Not enough history for a chart yet" in text
         when = (one + timedelta(hours=1)).strftime("%H:%M")  # an hour after the first reading
-        assert f"ds: 1 reading(s) so far — a chart is possible from about {when}." in text
+        assert "ds: 1 reading(s) so far — a chart is possible from about " in text
+        assert text.rstrip(".").endswith(when)  # (after midnight, the date comes first)
 
 
 async def test_history_button_on_the_key_card_and_private_only(make_settings) -> None:
