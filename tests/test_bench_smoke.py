@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 TINY = [
     "--keys", "200", "--users", "20", "--latency-ms", "20", "--baseline-keys", "5",
     "--relay-sites", "5", "--sweeps", "1", "--alerts", "30", "--balance-runs", "3",
-    "--transport-requests", "100", "--transport-concurrency", "50", "--skip", "memory",
+    "--transport-requests", "100", "--transport-concurrency", "50", "--skip", "memory", "chart",
 ]  # fmt: skip
 
 

@@ -120,3 +120,24 @@ def test_a_bot_that_never_draws_never_imports_matplotlib() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_bench_chart_phase_and_the_readme_image(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`python -m bench.chart` draws the README's image from a seeded history; the bench
+    phase reports CPU and RSS (tests/test_bench_smoke.py skips it to stay quick)."""
+    from bench.chart import chart_phase
+
+    target = tmp_path / "chart.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.chart", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "<b>main</b>: spent ¥" in result.stdout and "top-ups: 1" in result.stdout
+    assert png_size(target.read_bytes()) == (1000, 560)
+    drawn = chart_phase(True)
+    assert drawn["matplotlib_loaded"] and drawn["cold_cpu_ms"] > 0 and drawn["warm_cpu_ms"] > 0
+    assert drawn["readings"] > 90 * 3 and drawn["peak_rss_mb"] > 0
