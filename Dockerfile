@@ -10,7 +10,8 @@ COPY bot ./bot
 RUN /opt/venv/bin/pip install -c constraints.txt .
 
 FROM python:3.11-slim
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
 RUN groupadd --system --gid 10001 bot \
     && useradd --system --uid 10001 --gid bot --home-dir /app --shell /usr/sbin/nologin bot \
     && mkdir -p /app/data && chown bot:bot /app/data && chmod 700 /app/data

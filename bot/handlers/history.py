@@ -17,6 +17,7 @@ services/history.py. Dynamic text in captions is HTML-escaped (docs/security.md 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -43,6 +44,7 @@ from bot.services.history import (
 from bot.services.keys import KeyView, match_label
 
 PREFIX = "h"
+_PERIOD_LIKE = re.compile(r"^\d+[dD]$")
 MAX_CHARTS = 4  # photos per /history; more groups are named in the last caption
 MAX_CAPTION = 1024  # Telegram's limit, counted after entity parsing
 
@@ -283,6 +285,9 @@ async def history_command(update: Update, context: BotContext) -> None:
     assert message is not None and user is not None
     t = context.t
     label, period = parse_args(context.args or [])
+    if label is not None and _PERIOD_LIKE.match(label.split()[-1]):  # e.g. /history ds 14d
+        await message.reply_text(t(T_USAGE))
+        return
     keys = await context.services.keys.list(user.id)
     if not keys:
         await message.reply_text(t(T_NO_KEYS))

@@ -101,6 +101,9 @@ async def test_history_in_chinese_one_key_and_period(make_settings) -> None:
         assert text.startswith("📈 剩余余额 · CNY · 最近 7 天"), text
         assert "主力：已花费 ¥40.00" in text  # 350 → 330 → 320 → 310 in the last 7 days
         assert png_size(chart.file.data) == (1000, 560)  # type: ignore[union-attr]
+        await bot.tg.send(ann, "/history 主力 14d")
+        reply = await bot.tg.wait_for_reply(ann)
+        assert "<code>90d</code>" in (reply.raw_text or "")
         await bot.tg.send(ann, "/history nope")
         reply = await bot.tg.wait_for_reply(ann)
         assert "nope" in (reply.text or "") and "主力" in (reply.text or "")
