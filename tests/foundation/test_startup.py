@@ -277,6 +277,30 @@ async def test_first_run_with_encryption_key_writes_no_file(
     assert (await start(settings)).active_kid == vault.active_kid
 
 
+async def add_key_at_0001(db: Database, vault: KeyVault, owner: int, value: str) -> None:
+    """A key as the first schema stored it: Core inserts naming only 0001's columns (today's
+    ORM models carry later columns, e.g. users.currency, that 0001 does not have)."""
+    from sqlalchemy import insert
+
+    from bot.services.vault import RecordBinding
+    from bot.storage.models import ApiKey, User
+
+    secret = Secret(value)
+    key_id = secrets.token_hex(16)
+    ciphertext, kid = vault.encrypt(secret, RecordBinding(key_id, owner, "deepseek", None))
+    now = datetime.now(UTC)
+    async with db.session() as s:
+        await s.execute(insert(User.__table__).values(id=owner, timezone="UTC", created_at=now))
+        await s.execute(
+            insert(ApiKey.__table__).values(
+                id=key_id, owner_id=owner, label="deepseek", provider="deepseek",
+                base_url=None, ciphertext=ciphertext, kid=kid, hint=secret.hint,
+                fingerprint=vault.fingerprint(owner, secret, kid), options={},
+                created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+
+
 async def test_upgrade_from_the_first_schema_checks_the_key_before_migrating(
     make_settings: Callable[..., Settings], database_url: str
 ) -> None:
@@ -299,7 +323,7 @@ async def test_upgrade_from_the_first_schema_checks_the_key_before_migrating(
         async with db.session() as s:
             await MetaRepo(s).set(KEYCHECK, vault.make_keycheck())
         value = f"sk-OLD-{secrets.token_hex(16)}"
-        await KeyService(db, vault).add(1, Secret(value), "deepseek")
+        await add_key_at_0001(db, vault, 1, value)
     finally:
         await db.dispose()
 
