@@ -282,7 +282,7 @@ async def add_key_at_0001(db: Database, vault: KeyVault, owner: int, value: str)
     ORM models carry later columns, e.g. users.currency, that 0001 does not have)."""
     from sqlalchemy import insert
 
-    from bot.services.vault import RecordBinding
+    from bot.crypto.vault import RecordBinding
     from bot.storage.models import ApiKey, User
 
     secret = Secret(value)
