@@ -31,7 +31,7 @@ from bot.billing.errors import BillingError
 from bot.storage.models import FxRates
 
 if TYPE_CHECKING:
-    from bot.billing.providers.base import HttpClient
+    from bot.billing.reply import HttpClient
     from bot.storage.db import Database
 
 log = logging.getLogger(__name__)
