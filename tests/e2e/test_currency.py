@@ -37,22 +37,22 @@ async def test_currency_converts_the_balance_total(make_settings, rates: FakeRat
         reply = await bot.tg.wait_for_reply(ann)
         assert "also shows the total in USD" in (reply.text or "")
         await bot.tg.send(ann, "/balance")
-        final = await bot.tg.wait_for_reply(ann, predicate=lambda m: "Balances" in (m.text or ""))
+        final = await bot.tg.wait_for_reply(ann, predicate=lambda m: "Total left" in (m.text or ""))
         text = final.text or ""
         # 110 CNY = 110 / 7.80 × 1.05 USD = 14.81; + 74.50 = 89.31. Points are never money.
         expected = Decimal(110) / Decimal("7.8") * Decimal("1.05") + Decimal("74.50")
         assert round(expected, 2) == Decimal("89.31")
         day = rates.day.isoformat()
-        assert text.endswith(
-            f"Total left: ¥110.00 · $74.50\n≈ $89.31 in total (ECB reference rates of {day})"
-        ), text
+        assert (
+            f"Total left: ¥110.00 · $74.50\n≈ $89.31 in total (ECB reference rates of {day})\n"
+        ) in text, text
         assert "5,000 points" in text and rates.hits == 1
 
         # Chinese, and a second /balance does not fetch again.
         await bot.services.users.set_language(ann.id, "zh")
         bot.services.billing.clear_cache()
         await bot.tg.send(ann, "/balance")
-        final = await bot.tg.wait_for_reply(ann, predicate=lambda m: "余额" in (m.text or ""))
+        final = await bot.tg.wait_for_reply(ann, predicate=lambda m: "合计剩余" in (m.text or ""))
         assert f"≈ 合计 $89.31（欧洲央行 {day} 参考汇率）" in (final.text or "")
         assert rates.hits == 1
 
@@ -60,7 +60,7 @@ async def test_currency_converts_the_balance_total(make_settings, rates: FakeRat
         await bot.tg.wait_for_reply(ann)
         bot.services.billing.clear_cache()
         await bot.tg.send(ann, "/balance")
-        final = await bot.tg.wait_for_reply(ann, predicate=lambda m: "余额" in (m.text or ""))
+        final = await bot.tg.wait_for_reply(ann, predicate=lambda m: "合计剩余" in (m.text or ""))
         assert "≈" not in (final.text or "").split("合计")[-1]
 
 
@@ -77,11 +77,11 @@ async def test_rates_unavailable_keep_totals_per_currency(
         await bot.tg.send(ann, "/currency EUR")
         await bot.tg.wait_for_reply(ann)
         await bot.tg.send(ann, "/balance")
-        final = await bot.tg.wait_for_reply(ann, predicate=lambda m: "Balances" in (m.text or ""))
-        assert (final.text or "").endswith(
+        final = await bot.tg.wait_for_reply(ann, predicate=lambda m: "Total left" in (m.text or ""))
+        assert (
             "Total left: ¥110.00 · $74.50\n≈ total in EUR: exchange rates are unavailable "
-            "right now, so totals stay per currency."
-        ), final.text
+            "right now, so totals stay per currency.\n"
+        ) in (final.text or ""), final.text
 
 
 async def test_currency_refuses_unknown_codes(make_settings, rates: FakeRatesServer) -> None:
