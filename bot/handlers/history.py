@@ -41,7 +41,7 @@ from bot.services.history import (
     KeyInfo,
     WindowSeries,
 )
-from bot.services.keys import KeyView, match_label
+from bot.services.keys import KeyView, split_label
 
 PREFIX = "h"
 _PERIOD_LIKE = re.compile(r"^\d+[dD]$")
@@ -104,14 +104,33 @@ T_NO_FIGURES = N_(
 )
 
 
-def parse_args(args: Sequence[str]) -> tuple[str | None, str]:
-    """(label or None, period): the period is the last word when it is 7d, 30d or 90d."""
+def parse_args(labels: Sequence[str], args: Sequence[str]) -> tuple[str | None, str, str | None]:
+    """(label or None, period, what went wrong or None) for `/history [label] [period]`.
+
+    One label rule for every command (bot/services/keys.py): a label may contain spaces
+    (`/history my work key 7d`). A last word of 7d, 30d or 90d is the period when the words
+    before it name a key (or are none); otherwise the longest run of words naming a key
+    wins, so a key stored as `backup-7d` answers `/history backup 7d` when there is no
+    `backup`. The problem is "usage" (a key named, then words that are no period) or
+    "label" (no key named).
+    """
     words = [a for a in args if a]
-    period = DEFAULT_PERIOD
     if words and words[-1].lower() in PERIODS:
-        period = words.pop().lower()
-    label = " ".join(words).strip() or None
-    return label, period
+        period = words[-1].lower()
+        if len(words) == 1:
+            return None, period, None
+        found, rest = split_label(labels, words[:-1])
+        if found is not None and not rest:
+            return found, period, None
+    if not words:
+        return None, DEFAULT_PERIOD, None
+    found, rest = split_label(labels, words)
+    if found is not None and not rest:
+        return found, DEFAULT_PERIOD, None
+    last = words[-1].lower()
+    if found is not None or (_PERIOD_LIKE.match(last) and last not in PERIODS):  # ds 14d
+        return None, DEFAULT_PERIOD, "usage"
+    return None, DEFAULT_PERIOD, "label"
 
 
 # -- charts and captions ------------------------------------------------------------------------
@@ -284,24 +303,21 @@ async def history_command(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
     t = context.t
-    label, period = parse_args(context.args or [])
-    if label is not None and _PERIOD_LIKE.match(label.split()[-1]):  # e.g. /history ds 14d
-        await message.reply_text(t(T_USAGE))
-        return
     keys = await context.services.keys.list(user.id)
+    words = [a for a in (context.args or []) if a]
     if not keys:
         await message.reply_text(t(T_NO_KEYS))
         return
-    chosen = keys
-    if label is not None:
-        found = match_label([k.label for k in keys], label)
-        if found is None:
-            names = ", ".join(f"<code>{html.escape(k.label)}</code>" for k in keys)
-            await message.reply_text(
-                t(T_UNKNOWN_LABEL, label=html.escape(label[:64]), labels=names)
-            )
-            return
-        chosen = [k for k in keys if k.label == found]
+    label, period, problem = parse_args([k.label for k in keys], words)
+    if problem == "usage":
+        await message.reply_text(t(T_USAGE))
+        return
+    if problem == "label":
+        names = ", ".join(f"<code>{html.escape(k.label)}</code>" for k in keys)
+        typed = " ".join(words[:-1] if words[-1].lower() in PERIODS else words)
+        await message.reply_text(t(T_UNKNOWN_LABEL, label=fmt.clip(typed), labels=names))
+        return
+    chosen = [k for k in keys if k.label == label] if label is not None else keys
     await send_history(context, message, user.id, chosen, period, labelled=label is not None)
 
 

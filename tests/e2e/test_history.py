@@ -109,6 +109,33 @@ async def test_history_in_chinese_one_key_and_period(make_settings) -> None:
         assert "nope" in (reply.text or "") and "主力" in (reply.text or "")
 
 
+async def test_history_labels_with_spaces(make_settings) -> None:
+    """One label rule (split_label): `/history my work key 7d` is my-work-key over 7 days,
+    and `/history backup 7d` names backup-7d when there is no key `backup`."""
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(4208, "Ann")
+        work = await add(bot, ann.id, "sk-deepseek0123456789abcdef", "deepseek", "my-work-key")
+        backup = await add(bot, ann.id, "sk-deepseek0123456789abcdeg", "deepseek", "backup-7d")
+        base = datetime.now(UTC) - timedelta(minutes=5)
+        for key in (work, backup):
+            days = [(6, "50"), (3, "40"), (0, "35")]
+            await seed(bot, key, [money(base - timedelta(days=d), v, "CNY") for d, v in days])
+        await bot.tg.send(ann, "/history my work key 7d")
+        [chart] = await photos(bot, ann, 1)
+        text = chart.text or ""
+        assert text.startswith("📈 Remaining balance · CNY · last 7 days"), text
+        assert "my-work-key: spent ¥15.00" in text and "backup-7d" not in text
+        await bot.tg.send(ann, "/history backup 7d")
+        [chart] = await photos(bot, ann, 1)
+        text = chart.text or ""
+        assert text.startswith("📈 Remaining balance · CNY · last 30 days"), text
+        assert "backup-7d: spent ¥15.00" in text and "my-work-key" not in text
+        await bot.tg.send(ann, "/history " + "x" * 100 + " 7d")
+        reply = await bot.tg.wait_for_reply(ann)
+        assert "x" * 63 + "…" in (reply.text or "") and "x" * 64 not in (reply.text or "")
+        assert len(bot.tg.calls_to("sendPhoto")) == 2
+
+
 async def test_plan_windows_are_charted_as_usage(make_settings) -> None:
     async with running_bot(make_settings) as bot:
         ann = bot.tg.user(4203, "Ann")
