@@ -8,6 +8,9 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+
+from bot.storage.models import BalanceSnapshot
 from tests.e2e.harness import running_bot
 from tests.e2e.test_balance import add
 from tests.e2e.test_history import seed
@@ -67,6 +70,8 @@ async def test_export_csv_and_json_then_forget(make_settings) -> None:
         assert readings[2]["windows"][0]["name"] == "5h" and readings[2]["kind"] == "quota"
         assert DS_KEY not in doc.file.data.decode()  # type: ignore[union-attr]
 
+        await bot.tg.send(ann, "/currency usd")
+        await bot.tg.wait_for_reply(ann)
         await bot.tg.send(ann, "/forget")
         confirm = await bot.tg.wait_for_reply(ann)
         await bot.tg.press(ann, confirm.message_id, button_data(confirm, "Delete everything"))
@@ -74,6 +79,14 @@ async def test_export_csv_and_json_then_forget(make_settings) -> None:
         await bot.tg.send(ann, "/export")
         reply = await bot.tg.wait_for_reply(ann)
         assert reply.kind == "text" and "Nothing to export yet" in (reply.text or "")
+        # Nothing derived is left either: no history to chart, no currency preference.
+        await bot.tg.send(ann, "/history 90d")
+        reply = await bot.tg.wait_for_reply(ann)
+        assert "You have no keys yet" in (reply.text or "")
+        assert (await bot.services.users.touch(ann.id)).currency is None
+        async with bot.services.db.session() as s:
+            assert not (await s.execute(select(BalanceSnapshot))).all()
+        assert len(bot.tg.calls_to("sendDocument")) == 2
 
 
 async def test_export_is_private_and_checks_its_argument(make_settings) -> None:
