@@ -276,10 +276,8 @@ def _alert_buttons(item: OutboxItem, t: Translator, url: str | None) -> InlineKe
         return None
     kid = item.key_id
     if item.kind == rules.RECOVERED:
-        rows = [
-            [button(t, B_CHECK, "chk", kid), button(t, B_CHANGE, "thr", kid)],
-            [history_button(kid, t)],
-        ]
+        # Only what applies once the balance is back (issue 12): no History here.
+        rows = [[button(t, B_CHECK, "chk", kid), button(t, B_CHANGE, "thr", kid)]]
     elif item.kind in (rules.LOW, rules.FORECAST):
         topped = InlineKeyboardButton(
             t(B_TOPPED), callback_data=callbacks.encode(PREFIX, "top", kid), style="success"
