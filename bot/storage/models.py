@@ -159,7 +159,7 @@ class BalanceSnapshot(Base):
 
 
 class FxRates(Base):
-    """The latest exchange rates (migration 0007; services/fx.py): one row per source."""
+    """The latest exchange rates (migration 0009; services/fx.py): one row per source."""
 
     __tablename__ = "fx_rates"
 
