@@ -29,7 +29,7 @@ class UserService:
         async with self.db.session() as s:
             user = await UserRepo(s).get(user_id)
             if user is not None:
-                return Profile(user.id, user.language, user.timezone)
+                return Profile(user.id, user.language, user.timezone, user.currency)
         async with self.db.write() as s:
             user = await UserRepo(s).get_or_create(user_id)
             return Profile(user.id, user.language, user.timezone, user.currency)

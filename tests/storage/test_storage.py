@@ -198,6 +198,8 @@ async def test_users_and_delete_everything(opened: Opened) -> None:
     await users.set_language(5, "zh")
     await users.set_timezone(5, "Asia/Shanghai")
     assert (await users.touch(5)).language == "zh"
+    await users.set_currency(5, "USD")  # read back on the read-only path of touch
+    assert (await users.touch(5)).currency == "USD"
     await opened.keys.add(5, new_key(), "deepseek")
     await opened.keys.add(6, new_key(), "deepseek")
     async with opened.db.session() as s:
