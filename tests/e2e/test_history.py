@@ -136,6 +136,45 @@ async def test_history_labels_with_spaces(make_settings) -> None:
         assert len(bot.tg.calls_to("sendPhoto")) == 2
 
 
+async def test_many_keys_and_currencies_are_capped_and_the_rest_named(make_settings) -> None:
+    """At most MAX_LINES lines per chart and MAX_CHARTS photos per /history: what is left
+    out is named in the caption, never silently dropped."""
+    from bot.charts import MAX_LINES
+    from bot.handlers.history import MAX_CHARTS
+
+    async with running_bot(make_settings) as bot:
+        ann = bot.tg.user(4209, "Ann")
+        base = datetime.now(UTC) - timedelta(minutes=5)
+        cny = [f"k{i:02d}" for i in range(MAX_LINES + 2)]
+        others = ["USD", "EUR", "GBP", "JPY"]  # five currency groups in all
+        for i, label in enumerate(cny + others):
+            key = await add(bot, ann.id, f"sk-deepseek0123456789abc{i:03d}", "deepseek", label)
+            code = "CNY" if label in cny else label
+            await seed(bot, key, [money(base - timedelta(days=d), str(100 - d), code)
+                                  for d in (3, 1, 0)])  # fmt: skip
+        drawn: list[Any] = []
+        render = bot.services.charts.render
+
+        async def spy(chart: Any) -> bytes:
+            drawn.append(chart)
+            return await render(chart)
+
+        bot.services.charts.render = spy  # type: ignore[method-assign]
+        await bot.tg.send(ann, "/history")
+        sent = await photos(bot, ann, MAX_CHARTS)
+        assert len(bot.tg.calls_to("sendPhoto")) == MAX_CHARTS == len(drawn)
+        first = sent[0].text or ""
+        assert first.startswith("📈 Remaining balance · CNY"), first
+        assert len(drawn[0].lines) == MAX_LINES
+        left_out = [k for k in cny if f"{k}:" not in first]
+        assert len(left_out) == 2 and f"+2 more not drawn: {', '.join(left_out)}" in first
+        assert "+2 more not drawn" in drawn[0].footnote  # on the picture too
+        last = sent[-1].text or ""
+        assert "Not drawn (one chart per currency, at most 4): Remaining balance · " in last
+        titles = [c.title for c in drawn]
+        assert len({t.split(" · ")[1] for t in titles}) == MAX_CHARTS  # one per currency
+
+
 async def test_plan_windows_are_charted_as_usage(make_settings) -> None:
     async with running_bot(make_settings) as bot:
         ann = bot.tg.user(4203, "Ann")
