@@ -160,6 +160,14 @@ def drawable(text: str) -> str:
 # -- drawing ---------------------------------------------------------------------------------
 
 
+def y_bottom(chart: Chart) -> float:
+    """Where a balance axis starts: at zero, or lower when a balance went below zero (some
+    providers let it), so a negative reading is drawn, never cut off."""
+    values = [v for line in chart.lines[:MAX_LINES] for _, v in line.points]
+    low = min([0.0, *values])
+    return low * 1.05 if low < 0 else 0.0
+
+
 def render_png(chart: Chart) -> bytes:
     """The chart as PNG bytes (blocking: call it through `ChartRenderer`)."""
     from zoneinfo import ZoneInfo
@@ -226,9 +234,10 @@ def render_png(chart: Chart) -> bytes:
     if chart.percent:
         ax.set_ylim(0, 105)
     else:
-        ax.set_ylim(bottom=0)
+        bottom = y_bottom(chart)
+        ax.set_ylim(bottom=bottom)
         top = ax.get_ylim()[1]
-        ax.set_ylim(0, top * 1.05 if top > 0 else 1)
+        ax.set_ylim(bottom, top * 1.05 if top > 0 else 1)
 
     names = {
         "forecast": chart.forecast_label,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.charts import Chart, ChartRenderer, ChartsBusy, Line, drawable, render_png
+from bot.charts import Chart, ChartRenderer, ChartsBusy, Line, drawable, render_png, y_bottom
 
 
 def sample(label: str = "主力 key", days: int = 90) -> Chart:
@@ -56,6 +56,15 @@ def test_chart_is_a_real_png_and_cjk_glyphs_are_found() -> None:
     assert missing == []
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert png_size(data) == (1000, 560)
+
+
+def test_a_negative_balance_is_drawn_not_cut_off() -> None:
+    now = datetime.now(UTC)
+    above = Line("ds", [(now - timedelta(days=1), 3.0), (now, 0.5)])
+    below = Line("ds", [(now - timedelta(days=1), 3.0), (now, -2.0)])
+    assert y_bottom(Chart("t", "y", [above])) == 0.0
+    assert y_bottom(Chart("t", "y", [above, below])) < -2.0
+    assert png_size(render_png(Chart("t", "y", [below], end=now))) == (1000, 560)
 
 
 def test_glyphs_no_font_has_are_dropped_not_boxed() -> None:
