@@ -85,7 +85,7 @@ async def seeded_chart(db_dir: str, lang: str = "en") -> tuple[Any, str, int]:
         )
     finally:
         await db.dispose()
-    view = fmt.View.make(lang, "Asia/Shanghai", now)
+    view = fmt.View.make(lang, "Asia/Shanghai", now, {})  # balance charts name no provider
     [group] = history.groups().values()
     chart, caption = balance_chart(group, view, 90, "Asia/Shanghai")
     return chart, caption, len(rows)

@@ -344,7 +344,7 @@ async def send_history(
         thresholds=thresholds,
         threshold_amount=threshold_amount,
     )
-    view = fmt.View.make(context.lang, context.timezone, context.now())
+    view = fmt.View.make(context.lang, context.timezone, context.now(), context.providers)
     tz_name = view.tz.key
     charts = charts_for(history, view, days, tz_name)
     if not charts:

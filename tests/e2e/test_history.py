@@ -254,13 +254,14 @@ async def test_history_button_on_the_key_card_and_private_only(make_settings) ->
 
 def test_low_balance_alerts_carry_a_history_button() -> None:
     from bot.alerts.outbox import OutboxItem
+    from bot.billing.registry import default_registry
     from bot.handlers.alert_messages import render
 
     now = datetime.now(UTC)
     payload = {"label": "ds", "hint": "sk-…cdef", "remaining": "4", "currency": "USD",
                "threshold": "5"}  # fmt: skip
     item = OutboxItem(1, 7, "k1", "low", payload, 0, now, "zh", "UTC")
-    _, markup = render(item, now)
+    _, markup = render(item, now, default_registry())
     assert markup is not None
     buttons = [b for row in markup.inline_keyboard for b in row]
     assert ("📈 历史", "h:key:k1") in [(b.text, b.callback_data) for b in buttons]
