@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PHASES = ("sweep", "baseline", "balance", "alerts", "memory", "transport", "chart")
+PHASES = ("sweep", "baseline", "balance", "alerts", "memory", "transport", "chart", "idle")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -60,6 +60,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--balance-runs", type=int, default=None, help="/balance runs (40)")
     p.add_argument("--transport-requests", type=int, default=None, help="per transport (2000)")
     p.add_argument("--transport-concurrency", type=int, default=300)
+    p.add_argument("--idle-starts", type=int, default=3,
+                   help="starts of `balance-bot run` for the idle footprint (3)")  # fmt: skip
+    p.add_argument("--idle-settle", type=float, default=8.0,
+                   help="idle seconds before RSS is read (8; the sweep runs at 5 s)")  # fmt: skip
+    p.add_argument("--idle-python", default=None, metavar="PATH",
+                   help="interpreter of the bot in the idle phase, e.g. a venv with only "
+                   "`pip install -c constraints.txt .` (default: this one)")  # fmt: skip
     p.add_argument("--skip", nargs="*", default=[], choices=PHASES, metavar="PHASE",
                    help=f"phases to leave out: {', '.join(PHASES)}")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="600 keys, 2 sweeps (about 1 min)")
@@ -215,6 +222,10 @@ def targets(res: dict[str, Any], latency_ms: float) -> list[dict[str, Any]]:
     if alerts:
         add("alert delivery, msg/s", alerts["msgs_per_s"], ">=", 27, "")
         add("alert delivery, 429s", alerts["count_429"], "<=", 0, "")
+    idle = res.get("idle")
+    if idle:
+        add("idle RSS of balance-bot run, MB", idle["rss_idle_mb"], "<=", 80, " MB")
+        add("balance-bot run: start → polling, s", idle["seconds_to_polling"], "<=", 1.5, " s")
     return out
 
 
@@ -311,6 +322,18 @@ def render(res: dict[str, Any]) -> str:
                     f"{t['requests_per_s']:.0f} req/s, {t['cpu_ms_per_request']:.3f} ms CPU/req",
                 )
             )
+    idle = res.get("idle")
+    if idle:
+        for run in idle["runs"]:
+            rows.append(
+                (
+                    f"balance-bot run, {run['start']}",
+                    f"polling after {run['seconds_to_polling']:.2f} s, RSS idle "
+                    f"{run['rss_idle_mb']:.0f} MB, after a /start "
+                    f"{run['rss_after_start_command_mb']:.0f} MB, "
+                    f"CPU {run['cpu_s_whole_run']:.2f} s",
+                )
+            )
     width = max(len(r[0]) for r in rows) if rows else 10
     lines += [f"  {a.ljust(width)}  {b}" for a, b in rows]
     tg = res.get("targets") or []
@@ -332,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         alerts_phase,
         balance_phase,
         baseline_phase,
+        idle_phase,
         now_iso,
         run_isolated,
         seed_phase,
@@ -355,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             "relay_sites": args.relay_sites, "baseline_keys": args.baseline_keys,
             "sweeps": args.sweeps, "alerts": args.alerts, "balance_runs": args.balance_runs,
             "quick": args.quick, "skip": sorted(skip), "sweep_batch": args.sweep_batch,
-            "host_limit": args.host_limit,
+            "host_limit": args.host_limit, "idle_starts": args.idle_starts,
             "send_rate": args.send_rate,
             "key_mix": "40% deepseek, 20% moonshot (1 request), 40% relay (3 requests)",
         }  # fmt: skip
@@ -434,6 +458,12 @@ def main(argv: list[str] | None = None) -> int:
                     "idle": run_isolated(chart_phase, False),
                     "drawn": run_isolated(chart_phase, True),
                 }
+            if "idle" not in skip:
+                print("idle footprint of `balance-bot run`…", file=sys.stderr)
+                res["idle"] = run_isolated(
+                    idle_phase, cfg, args.idle_python or sys.executable, str(tmp / "idle"),
+                    args.idle_starts, args.idle_settle,
+                )  # fmt: skip
             res["provider_server"] = providers.stats()
         finally:
             providers.stop()

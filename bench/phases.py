@@ -560,3 +560,143 @@ def transport_phase(kind: str, url: str, requests: int, concurrency: int) -> dic
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# -- item 4 of issue 17: the idle footprint of `balance-bot run` --------------------------------
+
+
+def _proc_status(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of a live process, in MB (Linux /proc)."""
+    out: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    out[name] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+IDLE_USER = 7_000_000_001
+IDLE_KEYS = 5  # the idle user's keys: 2 DeepSeek, 1 Moonshot, 2 relay (bench.seed.MIX order)
+
+
+def idle_phase(cfg: BenchConfig, python: str, workdir: str, starts: int = 3,
+               settle: float = 8.0) -> dict[str, Any]:  # fmt: skip
+    """`python -m bot run` as a single user runs it: SQLite under ./data, polling, one user
+    with IDLE_KEYS keys. Seconds from exec to the first getUpdates the fake Bot API sees,
+    then RSS after `settle` idle seconds (the first sweep, 5 s after start, has checked the
+    user's keys by then), then RSS after the user's /start was answered.
+
+    Start 1 is a first start in an empty directory (creates the database and the key
+    ring; no keys); the others restart on a database that holds the user and the keys."""
+    import dataclasses
+    import os
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    from bot.crypto.masterkey import open_vault
+    from bot.storage.db import Database
+
+    fresh_dir = Path(workdir) / "fresh"
+    used_dir = Path(workdir) / "used"
+    for d in (fresh_dir / "data", used_dir / "data"):
+        d.mkdir(parents=True, exist_ok=True)
+
+    def url(d: Path) -> str:
+        return f"sqlite+aiosqlite:///{d / 'data' / 'bot.db'}"
+
+    async def prepare() -> None:
+        seeded = dataclasses.replace(
+            cfg, database_url=url(used_dir), data_dir=str(used_dir / "data")
+        )
+        db = Database(seeded.database_url)
+        try:
+            vault = await open_vault(seeded.settings(), db)
+            await seed(db, vault, seeded, n_keys=IDLE_KEYS, n_users=1, balance_users=0)
+        finally:
+            await db.dispose()
+
+    def env_for(d: Path) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.upper().startswith(("TELEGRAM_", "DATABASE_", "ENCRYPTION_", "PROVIDER"))
+        }
+        env.update(
+            TELEGRAM_BOT_TOKEN=cfg.bot_token, TELEGRAM_API_URL=cfg.telegram_api_url,
+            DATABASE_URL=url(d), DATA_DIR=str(d / "data"), ENCRYPTION_KEY=cfg.encryption_key,
+            ALLOW_PRIVATE_BASE_URLS="true", PROVIDER_DEEPSEEK_BASE_URL=cfg.deepseek_url,
+            PROVIDER_MOONSHOT_BASE_URL=cfg.moonshot_url, LOG_LEVEL="WARNING",
+            PYTHONDONTWRITEBYTECODE="1",
+        )  # fmt: skip
+        return env
+
+    async def go() -> dict[str, Any]:
+        await prepare()
+        tg = TgControl(cfg.telegram_api_url)
+        runs: list[dict[str, Any]] = []
+        try:
+            for n in range(starts):
+                d = fresh_dir if n == 0 else used_dir
+                await tg.call("reset")
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.monotonic()
+                proc = await asyncio.create_subprocess_exec(
+                    python, "-m", "bot", "run", cwd=d, env=env_for(d),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                try:
+                    first = None
+                    while first is None and time.monotonic() - t0 < 120:
+                        if proc.returncode is not None:
+                            raise RuntimeError(f"the bot exited with {proc.returncode}")
+                        first = await tg.call("first_call", method="getUpdates")
+                        if first is None:
+                            await asyncio.sleep(0.02)
+                    if first is None:
+                        raise RuntimeError("the bot never polled")
+                    await asyncio.sleep(settle)
+                    idle = _proc_status(proc.pid)
+                    calls = await tg.call("first_call")
+                    sent = await tg.call("message", user_id=IDLE_USER, text="/start")
+                    got = await tg.call("events", chat_id=IDLE_USER, after=sent["t"], wait=20)
+                    answered = bool(got["events"])
+                    await asyncio.sleep(0.5)
+                    after_start = _proc_status(proc.pid)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        await asyncio.wait_for(proc.wait(), 30)
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
+                used = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (used.ru_utime - before.ru_utime) + (used.ru_stime - before.ru_stime)
+                runs.append({
+                    "start": "first start, empty data dir" if n == 0
+                    else f"restart, 1 user with {IDLE_KEYS} keys",
+                    "seconds_to_polling": round(first - t0, 3),
+                    "rss_idle_mb": round(idle.get("VmRSS", 0.0), 1),
+                    "rss_after_start_command_mb": round(after_start.get("VmRSS", 0.0), 1),
+                    "peak_rss_mb": round(after_start.get("VmHWM", 0.0), 1),
+                    "start_answered": answered,
+                    "cpu_s_whole_run": round(cpu, 3),
+                    "first_call_s": {m: round(t - t0, 3) for m, t in calls.items()},
+                })  # fmt: skip
+        finally:
+            await tg.close()
+        restarts = runs[1:] or runs
+        return {
+            "method": "python -m bot run (SQLite, polling, fake Bot API); t = exec → first "
+            f"getUpdates; RSS after {settle:g} s idle (first sweep done), then after a /start",
+            "runs": runs,
+            "seconds_to_polling": statistics.median(r["seconds_to_polling"] for r in restarts),
+            "rss_idle_mb": statistics.median(r["rss_idle_mb"] for r in restarts),
+            "first_start_seconds_to_polling": runs[0]["seconds_to_polling"],
+        }
+
+    return asyncio.run(go())

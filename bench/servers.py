@@ -151,6 +151,11 @@ def _telegram_main(conn: Connection) -> None:
         def __init__(self) -> None:
             super().__init__(BOT_TOKEN, bot_username="bench_balance_bot")
             self.timeline: list[dict[str, Any]] = []  # sends and edits, with monotonic t
+            self.first_call: dict[str, float] = {}  # method → monotonic t of its first call
+
+        async def _handle(self, request: web.Request) -> web.StreamResponse:
+            self.first_call.setdefault(request.match_info["method"].lower(), time.monotonic())
+            return await super()._handle(request)
 
         def make_app(self) -> web.Application:
             app = super().make_app()
@@ -192,12 +197,17 @@ def _telegram_main(conn: Connection) -> None:
                 except AssertionError:
                     hits = []
                 return web.json_response({"events": hits, "now": time.monotonic()})
+            if action == "first_call":  # when the bot first called a method (or null)
+                if "method" not in body:
+                    return web.json_response(self.first_call)
+                return web.json_response(self.first_call.get(str(body["method"]).lower()))
             if action == "limits":
                 self.enforce_limits = bool(body["enforce"])
                 self._buckets.clear()
                 self._global_bucket = _Bucket(rate=30, capacity=30)
                 return web.json_response(True)
             if action == "reset":
+                self.first_call.clear()
                 self.timeline.clear()
                 self.send_log.clear()
                 self.count_429 = 0

@@ -27,18 +27,26 @@ def _echo(line: str) -> None:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from telegram import Update
 
-    from bot.app import build_application, build_services, check_token, close_services
+    from bot.app import build_application, check_token
     from bot.billing.registry import registry_for
+    from bot.crypto.masterkey import open_vault
+    from bot.storage.db import Database
 
     settings.require_token()
 
     async def prepare() -> None:
         # A broken PROVIDERS_FILE is a local mistake: one line, exit 78, before anything.
         # Then the token (getMe, nothing touched yet): a rejected token is one line here,
-        # not PTB's bootstrap traceback. Then migrate + master key checks.
+        # not PTB's bootstrap traceback. Then migrate + master key checks — only those:
+        # the services are built once, in post_init (building and dropping a set here cost
+        # start-up time and left its memory behind; issue 17 item 4).
         registry_for(settings)
         await check_token(settings)
-        await close_services(await build_services(settings))
+        db = Database(settings.database_url)
+        try:
+            await open_vault(settings, db)
+        finally:
+            await db.dispose()
 
     asyncio.run(prepare())
     if args.webhook or settings.webhook_url:

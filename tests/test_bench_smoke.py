@@ -20,6 +20,7 @@ TINY = [
     "--keys", "200", "--users", "20", "--latency-ms", "20", "--baseline-keys", "5",
     "--relay-sites", "5", "--sweeps", "1", "--alerts", "30", "--balance-runs", "3",
     "--transport-requests", "100", "--transport-concurrency", "50", "--skip", "memory", "chart",
+    "--idle-starts", "2", "--idle-settle", "0.5",
 ]  # fmt: skip
 
 
@@ -80,6 +81,13 @@ def test_bench_tiny_run_writes_expected_json(tmp_path: Path) -> None:
         t = res["transports"][name]
         assert t["ok"] == 100
         assert _positive(t["requests_per_s"]) and _positive(t["cpu_ms_per_request"])
+
+    idle = res["idle"]  # `balance-bot run`: first start, then a restart (issue 17 item 4)
+    assert len(idle["runs"]) == 2
+    for run in idle["runs"]:
+        assert _positive(run["seconds_to_polling"]) and _positive(run["rss_idle_mb"])
+        assert run["start_answered"]
+    assert _positive(idle["seconds_to_polling"]) and _positive(idle["rss_idle_mb"])
 
     assert all({"metric", "value", "target", "met"} <= t.keys() for t in res["targets"])
     text = out.read_text() + proc.stdout + proc.stderr

@@ -11,13 +11,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
 def _insert(s: AsyncSession, target: Any) -> Any:
-    dialect = s.bind.dialect.name
-    return postgresql.insert(target) if dialect == "postgresql" else sqlite.insert(target)
+    # The dialect's module is imported here, not at the top: a SQLite bot never loads
+    # SQLAlchemy's PostgreSQL dialect (idle footprint, issue 17 item 4).
+    if s.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(target)
 
 
 def insert_or_ignore(s: AsyncSession, target: Any, index_elements: Sequence[str]) -> Any:
