@@ -346,6 +346,40 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
 
 
+async def _one_balance(tg: TgControl, uid: int) -> float | None:
+    """Seconds from /balance to its complete answer (None: no complete answer in 30 s)."""
+    sent = await tg.call("message", user_id=uid, text="/balance")
+    deadline = time.monotonic() + 30
+    after = sent["t"]
+    while time.monotonic() < deadline:
+        got = await tg.call("events", chat_id=uid, after=after, wait=10)
+        for event in got["events"]:
+            after = max(after, event["t"])
+            if not event["text"].startswith("⏳"):  # progress and "too soon" start with ⏳
+                ok = "Balances" in event["text"]
+                return float(event["t"] - sent["t"]) if ok else None
+    return None
+
+
+def _latency_figures(latencies: list[float], failures: int, latency: float) -> dict[str, Any]:
+    if not latencies:
+        return {"runs": 0, "failures": failures}
+    ms = [1000 * x for x in latencies]
+    lat_ms = 1000 * latency
+    p50, p95 = _pct(ms, 50), _pct(ms, 95)
+    return {
+        "keys_per_user": 10,
+        "runs": len(ms),
+        "failures": failures,
+        "p50_ms": round(p50, 1),
+        "p95_ms": round(p95, 1),
+        "max_ms": round(max(ms), 1),
+        "provider_latency_ms": lat_ms,
+        "p50_overhead_ms": round(p50 - lat_ms, 1),
+        "p95_overhead_ms": round(p95 - lat_ms, 1),
+    }
+
+
 def balance_phase(cfg: BenchConfig, users: list[int], warmup: int) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         from bot.app import build_services, close_services
@@ -359,42 +393,127 @@ def balance_phase(cfg: BenchConfig, users: list[int], warmup: int) -> dict[str, 
         try:
             for i, uid in enumerate(users):
                 services.billing.clear_cache()
-                sent = await tg.call("message", user_id=uid, text="/balance")
-                reply = None
-                deadline = time.monotonic() + 30
-                after = sent["t"]
-                while reply is None and time.monotonic() < deadline:
-                    got = await tg.call("events", chat_id=uid, after=after, wait=10)
-                    for event in got["events"]:
-                        after = max(after, event["t"])
-                        if not event["text"].startswith("⏳"):
-                            reply = event
-                            break
-                if reply is None or "Balances" not in reply["text"]:
+                took = await _one_balance(tg, uid)
+                if took is None:
                     failures += 1
-                    continue
-                if i >= warmup:
-                    latencies.append(reply["t"] - sent["t"])
+                elif i >= warmup:
+                    latencies.append(took)
         finally:
             await _stop_app(app)
             await tg.close()
             await close_services(services)
-        if not latencies:
-            return {"runs": 0, "failures": failures}
-        ms = [1000 * x for x in latencies]
-        lat_ms = 1000 * cfg.latency
-        p50, p95 = _pct(ms, 50), _pct(ms, 95)
         return {
             "method": "real Application, /balance injected via getUpdates, 10 keys in parallel",
-            "keys_per_user": 10,
-            "runs": len(ms),
-            "failures": failures,
-            "p50_ms": round(p50, 1),
-            "p95_ms": round(p95, 1),
-            "max_ms": round(max(ms), 1),
-            "provider_latency_ms": lat_ms,
-            "p50_overhead_ms": round(p50 - lat_ms, 1),
-            "p95_overhead_ms": round(p95 - lat_ms, 1),
+            **_latency_figures(latencies, failures, cfg.latency),
+        }
+
+    return asyncio.run(go())
+
+
+def busy_phase(
+    cfg: BenchConfig, users: list[int], warmup: int, host_limit: int | None = None
+) -> dict[str, Any]:
+    """Issue 17 item 1: /balance for 10-key users while the full sweep runs in the same
+    process, on the same database and against the same provider hosts. The sweep starts
+    first; /balance runs one after another (0.3 s apart) while it lasts."""
+
+    async def go() -> dict[str, Any]:
+        from bot.app import build_services, close_services
+
+        settings = cfg.settings()
+        services = await build_services(settings)
+        if host_limit:
+            services.billing.trusted_host_limit = host_limit
+        tg = TgControl(cfg.telegram_api_url)
+        app = await _start_app(settings, services)
+        sweep = services.sweep
+        await sweep.ensure_rows()
+        at = datetime.now(UTC) + 50 * sweep.interval  # every key is due
+        # Where a /balance's time goes: its checks (billing.fetch outside the sweep's lane)
+        # and the writes of their results (balances.record), each timed.
+        parts: dict[str, list[float]] = {"fetch": [], "record": [], "loop_lag": [], "gc_full": []}
+        fetch, record = services.billing.fetch, services.balances.record
+
+        async def timed_fetch(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await fetch(*a, **kw)
+            finally:
+                if not kw.get("background"):
+                    parts["fetch"].append(time.perf_counter() - t)
+
+        async def timed_record(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await record(*a, **kw)
+            finally:
+                parts["record"].append(time.perf_counter() - t)
+
+        services.billing.fetch = timed_fetch
+        services.balances.record = timed_record
+        lags: list[float] = []
+
+        async def probe() -> None:  # event-loop lag: how late a 20 ms sleep wakes up
+            while True:
+                t = time.perf_counter()
+                await asyncio.sleep(0.02)
+                lags.append(time.perf_counter() - t - 0.02)
+
+        prober = asyncio.ensure_future(probe())
+        gc_started: list[float] = []
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:  # full collections' pauses
+            if info.get("generation") != 2:
+                return
+            if phase == "start":
+                gc_started.append(time.perf_counter())
+            elif gc_started:
+                parts["gc_full"].append(time.perf_counter() - gc_started.pop())
+
+        gc.callbacks.append(on_gc)
+        latencies: list[float] = []
+        failures = 0
+        started = time.perf_counter()
+        task = asyncio.ensure_future(sweep.run(at))
+        try:
+            await asyncio.sleep(2.0)  # the sweep is in full swing
+            for i, uid in enumerate(users):
+                if task.done():
+                    break
+                took = await _one_balance(tg, uid)
+                if task.done():
+                    break  # finished while this one ran: it did not run beside the sweep
+                if took is None:
+                    failures += 1
+                elif i >= warmup:
+                    latencies.append(took)
+                await asyncio.sleep(0.3)
+            stats = await task
+            wall = time.perf_counter() - started
+            parts["loop_lag"] = lags
+        finally:
+            prober.cancel()
+            gc.callbacks.remove(on_gc)
+            if not task.done():
+                sweep.request_stop()
+                await asyncio.gather(task, return_exceptions=True)
+            await _stop_app(app)
+            await tg.close()
+            await close_services(services)
+        return {
+            "method": "real Application; /balance (10 keys) injected while AlertSweep.run checks "
+            "every stored key in the same process",
+            "sweep_checks": stats.checked,
+            "sweep_wall_s": round(wall, 2),
+            "sweep_checks_per_s": round(stats.checked / wall, 1) if wall else 0.0,
+            "gc_full_collections": len(parts["gc_full"]),
+            **{
+                f"{name}_ms_p{q}": round(1000 * _pct(values, q), 1)
+                for name, values in parts.items()
+                if values
+                for q in (50, 95)
+            },
+            **_latency_figures(latencies, failures, cfg.latency),
         }
 
     return asyncio.run(go())

@@ -336,7 +336,9 @@ class AlertSweep:
     ) -> list[CheckOutcome] | None:
         """fetch_many, unless shutdown begins (or the sweep ended by an error) and the
         checks outlast the grace period."""
-        fetch = asyncio.ensure_future(self.billing.fetch_many(readable, use_cache=False))
+        fetch = asyncio.ensure_future(
+            self.billing.fetch_many(readable, use_cache=False, background=True)
+        )
         stops = {asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(abort.wait())}
         try:
             await asyncio.wait({fetch, *stops}, return_when=asyncio.FIRST_COMPLETED)

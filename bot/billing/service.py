@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from decimal import DecimalException
@@ -39,6 +39,10 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 _VALID_URLS_MAX = 10_000
 
+#: Seconds the sweep slows to a tenth of its share after an interactive check starts or
+#: ends, so the user's answer is not queued behind the sweep's work in the event loop.
+INTERACTIVE_QUIET = 1.0
+
 #: on_check(provider_id, outcome_kind, seconds): outcome_kind is "ok" or an ErrorKind value.
 CheckHook = Callable[[str, str, float], None]
 
@@ -49,34 +53,124 @@ class Timer(Protocol):
     def __call__(self) -> float: ...
 
 
-class _HostLimiter:
-    """Per-host semaphores that disappear when idle, so user hosts do not pile up."""
+def _reserve(cap: int) -> int:
+    """Slots of a cap that background work (the sweep) leaves to interactive checks."""
+    return max(1, cap // 5) if cap > 1 else 0
 
-    def __init__(self) -> None:
-        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
 
-    async def acquire(self, host: str, limit: int) -> None:
-        sem, users = self._slots.get(host, (None, 0))
-        if sem is None:
-            sem = asyncio.Semaphore(limit)
-        self._slots[host] = (sem, users + 1)
+class _Slots:
+    """At most `cap` holders at once, in two lanes.
+
+    Interactive checks (a user's /balance, Check now, /add's first check) may use every
+    slot and are served first whenever one frees; background checks (the alert sweep)
+    hold at most `cap - reserve`, so a user's check never queues behind a whole sweep
+    (issue 17 item 1). The total stays within `cap`: the lane changes who waits, never
+    how hard a host is hit.
+    """
+
+    def __init__(self, cap: int, timer: Timer = time.monotonic) -> None:
+        self.cap = max(1, cap)
+        self.background_cap = max(1, self.cap - _reserve(self.cap))
+        self.used = 0
+        self.background_used = 0
+        self._waiting: dict[bool, deque[asyncio.Future[None]]] = {False: deque(), True: deque()}
+        self._timer = timer
+        self._quiet_until = 0.0
+        self._wake_later: asyncio.TimerHandle | None = None
+
+    def quiet(self, seconds: float) -> None:
+        """For `seconds` from now background holders are cut to a tenth of their share, so
+        the work an interactive answer still has to do (database, Telegram) does not wait
+        behind a saturated event loop."""
+        self._quiet_until = max(self._quiet_until, self._timer() + seconds)
+        if self._wake_later is None and self._waiting[True]:
+            loop = asyncio.get_running_loop()
+            self._wake_later = loop.call_later(seconds, self._end_quiet)
+
+    def _end_quiet(self) -> None:
+        self._wake_later = None
+        left = self._quiet_until - self._timer()
+        if left > 0:
+            self._wake_later = asyncio.get_running_loop().call_later(left, self._end_quiet)
+        self._wake()
+
+    def _free_for(self, background: bool) -> bool:
+        if self.used >= self.cap:
+            return False
+        if not background:
+            return True
+        cap = self.background_cap
+        if self._quiet_until and self._timer() < self._quiet_until:
+            cap = max(1, cap // 10)
+        return self.background_used < cap
+
+    def _take(self, background: bool) -> None:
+        self.used += 1
+        self.background_used += background
+
+    async def acquire(self, background: bool = False) -> None:
+        ahead = self._waiting[False] or (background and self._waiting[True])
+        if not ahead and self._free_for(background):
+            self._take(background)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[background].append(waiter)
+        if background and self._wake_later is None and self._timer() < self._quiet_until:
+            left = self._quiet_until - self._timer()
+            self._wake_later = asyncio.get_running_loop().call_later(left, self._end_quiet)
         try:
-            await sem.acquire()
+            await waiter
         except BaseException:
-            self._release_user(host)
+            if waiter.done() and not waiter.cancelled():
+                self.release(background)  # handed a slot, then cancelled: pass it on
+            elif waiter in self._waiting[background]:  # else `_wake` dropped it already
+                self._waiting[background].remove(waiter)
             raise
 
-    def release(self, host: str) -> None:
-        sem, _ = self._slots[host]
-        sem.release()
-        self._release_user(host)
+    def release(self, background: bool = False) -> None:
+        self.used -= 1
+        self.background_used -= background
+        self._wake()
 
-    def _release_user(self, host: str) -> None:
-        sem, users = self._slots[host]
-        if users <= 1:
+    def _wake(self) -> None:
+        for lane in (False, True):  # interactive first
+            queue = self._waiting[lane]
+            while queue and self._free_for(lane):
+                waiter = queue.popleft()
+                if not waiter.done():
+                    self._take(lane)
+                    waiter.set_result(None)
+            if queue:
+                return  # an interactive waiter keeps background ones waiting
+
+    @property
+    def idle(self) -> bool:
+        return self.used == 0 and not self._waiting[False] and not self._waiting[True]
+
+
+class _HostLimiter:
+    """Per-host slots (two lanes, see `_Slots`) that disappear when idle, so user hosts
+    do not pile up."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, _Slots] = {}
+
+    async def acquire(self, host: str, limit: int, *, background: bool = False) -> None:
+        slots = self._slots.get(host)
+        if slots is None:
+            slots = self._slots[host] = _Slots(limit)
+        try:
+            await slots.acquire(background)
+        except BaseException:
+            if slots.idle and self._slots.get(host) is slots:
+                del self._slots[host]  # cancelled while waiting, nobody else here
+            raise
+
+    def release(self, host: str, *, background: bool = False) -> None:
+        slots = self._slots[host]
+        slots.release(background)
+        if slots.idle:
             del self._slots[host]
-        else:
-            self._slots[host] = (sem, users - 1)
 
 
 class _ResultCache:
@@ -141,7 +235,7 @@ class BillingService:
         self._valid_urls: dict[str, str] = {}  # user base URL → canonical (accepted only)
         self._http = HttpClients(http_options, allow_private=self._allow_private)
         self._global_limit = global_limit
-        self._global: asyncio.Semaphore | None = None  # created in the loop on first use
+        self._global = _Slots(global_limit, timer)  # all hosts together, same two lanes
         self._hosts = _HostLimiter()
         self._trusted_host_limit = trusted_host_limit
         self._user_host_limit = user_host_limit
@@ -245,12 +339,22 @@ class BillingService:
     # -- checks -------------------------------------------------------------------------
 
     async def fetch_many(
-        self, reqs: Sequence[KeyRequest] | Iterable[KeyRequest], *, use_cache: bool = True
+        self,
+        reqs: Sequence[KeyRequest] | Iterable[KeyRequest],
+        *,
+        use_cache: bool = True,
+        background: bool = False,
     ) -> list[CheckOutcome]:
-        """One outcome per request, in input order; failures are outcomes, never raised."""
+        """One outcome per request, in input order; failures are outcomes, never raised.
+
+        `background` is for the alert sweep: its checks use the background lane of the
+        global and per-host limits, which leaves part of every limit to interactive
+        checks and lets those go first (see `_Slots`).
+        """
         items = list(reqs)
         results = await asyncio.gather(
-            *(self.fetch(r, use_cache=use_cache) for r in items), return_exceptions=True
+            *(self.fetch(r, use_cache=use_cache, background=background) for r in items),
+            return_exceptions=True,
         )
         out: list[CheckOutcome] = []
         for req, res in zip(items, results, strict=True):
@@ -263,7 +367,12 @@ class BillingService:
         return out
 
     async def fetch(
-        self, req: KeyRequest, *, use_cache: bool = True, fresh: bool = False
+        self,
+        req: KeyRequest,
+        *,
+        use_cache: bool = True,
+        fresh: bool = False,
+        background: bool = False,
     ) -> CheckOutcome:
         """Check one key. Never raises for provider or network failures.
 
@@ -291,7 +400,7 @@ class BillingService:
         if use_cache:
             self._inflight[cache_key] = future
         try:
-            outcome = await self._check(req)
+            outcome = await self._check(req, background)
             future.set_result(outcome)
         except BaseException:
             future.cancel()  # joiners notice and run their own check
@@ -308,7 +417,7 @@ class BillingService:
         elif isinstance(outcome.error, BillingError) and not outcome.error.transient:
             self._cache.put(cache_key, outcome, self._error_cache_ttl)
 
-    async def _check(self, req: KeyRequest) -> CheckOutcome:
+    async def _check(self, req: KeyRequest, background: bool = False) -> CheckOutcome:
         started = self._timer()
         try:
             provider = self._lookup(req.provider)
@@ -324,16 +433,21 @@ class BillingService:
                 now=self._now(),
                 memo=self._memo,
             )
-            await self._hosts.acquire(host, limit)
+            if not background:
+                self._global.quiet(INTERACTIVE_QUIET)
+            await self._hosts.acquire(host, limit, background=background)
             try:
                 # A built-in/operator host that keeps failing is not asked for a while
                 # (bot/billing/breaker.py); a user's relay only has its per-host cap.
                 if not user_url:
                     self._breaker.admit(host)
                 try:
-                    async with self._global_sem():
+                    await self._global.acquire(background)
+                    try:
                         async with asyncio.timeout(self._check_timeout):
                             result = await provider.fetch(ctx)
+                    finally:
+                        self._global.release(background)
                 except BaseException as exc:
                     if not user_url:
                         self._breaker.failed(host, exc, self._now())
@@ -341,7 +455,9 @@ class BillingService:
                 if not user_url:
                     self._breaker.answered(host)
             finally:
-                self._hosts.release(host)
+                self._hosts.release(host, background=background)
+            if not background:
+                self._global.quiet(INTERACTIVE_QUIET)  # the answer is rendered and sent next
             if result.fetched_at is None:
                 result = replace(result, fetched_at=ctx.now)
             outcome = CheckOutcome(req.key_id, req.provider, result=result)
@@ -359,11 +475,6 @@ class BillingService:
             outcome = self._internal_error(req, exc)
         self._report(req.provider, outcome, self._timer() - started)
         return outcome
-
-    def _global_sem(self) -> asyncio.Semaphore:
-        if self._global is None:
-            self._global = asyncio.Semaphore(self._global_limit)
-        return self._global
 
     def _lookup(self, provider_id: str) -> Provider:
         try:

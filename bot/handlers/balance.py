@@ -28,7 +28,7 @@ from bot.handlers.currency import converted_line, rates_for_balance
 from bot.handlers.pace import pace_line
 from bot.handlers.progress import ALREADY, TOO_SOON, Rendered, Screen, Stage, follow
 from bot.i18n import N_
-from bot.services.balances import CheckRun
+from bot.services.balances import PACE_WAIT, CheckRun
 from bot.services.fx import Rates
 from bot.services.history import Pace
 from bot.services.keys import match_label
@@ -116,7 +116,9 @@ def renderer(context: BotContext, key_ids: Sequence[str] | None):  # type: ignor
         paces: Mapping[str, Pace] = {}
         if stage is not Stage.PROGRESS:
             ok = [r.key.id for r in run.reports() if r.ok]
-            paces = await history.paces(run.keys[0].owner_id, ok) if ok else {}
+            if ok:  # the new readings are part of the pace
+                await run.recorded(timeout=PACE_WAIT)
+                paces = await history.paces(run.keys[0].owner_id, ok)
         return render_run(
             run,
             stage,

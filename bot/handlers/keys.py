@@ -43,7 +43,7 @@ from bot.handlers import format as fmt
 from bot.handlers.history import button as history_button
 from bot.handlers.pace import pace_line
 from bot.i18n import N_, Translator
-from bot.services.balances import CheckRun, KeyReport, StoredStatus, stored_report
+from bot.services.balances import PACE_WAIT, CheckRun, KeyReport, StoredStatus, stored_report
 from bot.services.flows import Flow
 from bot.services.history import Pace
 from bot.services.keys import InvalidLabel, KeyView, LabelTaken
@@ -296,6 +296,7 @@ def _card_renderer(context: BotContext, key: KeyView) -> progress.Render:
             return [waiting_card(key, run.stored.get(key.id), view)], markup
         pace = None
         if report.ok:
+            await run.recorded(timeout=PACE_WAIT)  # the new reading is part of the pace
             pace = (await context.services.history.paces(key.owner_id, [key.id])).get(key.id)
         return [card_text(key, report, view, pace)], markup
 

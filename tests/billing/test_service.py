@@ -120,18 +120,18 @@ async def test_per_host_limit_is_respected(server) -> None:
     service = make_service(settings(test_echo=server.url), trusted_host_limit=3)
     original = service._hosts.acquire
 
-    async def acquire(host: str, limit: int) -> None:
+    async def acquire(host: str, limit: int, **lane) -> None:
         nonlocal in_flight, peak
-        await original(host, limit)
+        await original(host, limit, **lane)
         in_flight += 1
         peak = max(peak, in_flight)
 
     original_release = service._hosts.release
 
-    def release(host: str) -> None:
+    def release(host: str, **lane) -> None:
         nonlocal in_flight
         in_flight -= 1
-        original_release(host)
+        original_release(host, **lane)
 
     service._hosts.acquire = acquire  # type: ignore[method-assign]
     service._hosts.release = release  # type: ignore[method-assign]
