@@ -46,7 +46,7 @@ from bot.billing.service import BillingService
 from bot.clock import Clock
 from bot.services import forecast
 from bot.services.balances import ManualCheckLimiter, record_rows
-from bot.services.history import prune_snapshots
+from bot.services.history import KEEP_ALL_FOR, prune_recent, prune_snapshots
 from bot.services.keys import KeyService
 from bot.storage.db import Database
 from bot.storage.models import AlertPrefs, ApiKey
@@ -54,7 +54,11 @@ from bot.storage.repositories import AlertStateRepo, SnapshotRepo
 
 log = logging.getLogger(__name__)
 
-PRUNE_EVERY = timedelta(hours=1)
+PRUNE_EVERY = timedelta(hours=1)  # old outbox rows
+#: The whole snapshot history (the 400-day expiry, keys the sweep no longer reaches). Each
+#: batch prunes its own keys' recent readings by index (`prune_recent`); a pass over the
+#: whole table every hour made the sweep's cost grow with the history (issue 17 item 3).
+PRUNE_ALL_EVERY = timedelta(days=1)
 #: /healthz: the sweep is stalled when due keys were not checked for this many intervals.
 STALL_INTERVALS = 3
 STALL_MIN = timedelta(minutes=2)
@@ -157,6 +161,7 @@ class AlertSweep:
         self.manual_limiter = manual_limiter or ManualCheckLimiter()
         self._lock = asyncio.Lock()
         self._last_prune: datetime | None = None
+        self._last_full_prune: datetime | None = None
         self._stopping = asyncio.Event()  # shutdown: set once, never cleared
         self._abort = asyncio.Event()  # this sweep ended by an error: a new one per sweep
         self.stop_grace = 10.0  # seconds in-flight checks may take once shutdown begins
@@ -301,7 +306,11 @@ class AlertSweep:
                 self._abort = asyncio.Event()
             if self._last_prune is None or start - self._last_prune >= PRUNE_EVERY:
                 self._last_prune = start
-                await self.prune(start)
+                full = self._last_full_prune
+                everything = full is None or start - full >= PRUNE_ALL_EVERY
+                if everything:
+                    self._last_full_prune = start
+                await self.prune(start, snapshots=everything)
         return stats
 
     async def check_now(self, owner_id: int, key_id: str) -> CheckOutcome | None:
@@ -550,6 +559,11 @@ class AlertSweep:
             if self.record:
                 owner_of = {st.key_id: st.owner_id for st in leased}
                 await record_rows(s, [(owner_of[o.key_id], o) for o in done], now)
+                # Thin these keys' readings that aged since their previous check (and any
+                # /balance readings in between): by index, bounded by the keys checked.
+                previous = min((st.checked_at or now for st in leased), default=now)
+                since = previous - KEEP_ALL_FOR - timedelta(days=1)
+                await prune_recent(s, [st.key_id for st in leased], since, now)
         stats.checked += len(done)
         return written
 
@@ -575,11 +589,12 @@ class AlertSweep:
 
     # -- housekeeping ----------------------------------------------------------------------
 
-    async def prune(self, now: datetime) -> None:
+    async def prune(self, now: datetime, *, snapshots: bool = True) -> None:
         """Thin snapshots with age (services/history.py has the policy), old outbox rows."""
         try:
-            async with self.db.session() as s:
-                await prune_snapshots(s, now)
+            if snapshots:
+                async with self.db.session() as s:
+                    await prune_snapshots(s, now)
             await self.outbox.prune(now)
         except Exception:
             log.exception("pruning alert data failed")

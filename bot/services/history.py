@@ -447,6 +447,53 @@ _PRUNE = text(
 )
 
 
+#: The same policy for some keys' recent rows only (see `prune_recent`).
+_PRUNE_RECENT = text(
+    "DELETE FROM balance_snapshots WHERE id IN ("
+    " SELECT id FROM ("
+    "  SELECT id, taken_at,"
+    "   ROW_NUMBER() OVER (PARTITION BY key_id, date(taken_at)"
+    "    ORDER BY taken_at DESC, id DESC) AS day_rank,"
+    "   ROW_NUMBER() OVER (PARTITION BY key_id,"
+    "    CASE WHEN taken_at >= :cutoff THEN 1 ELSE 0 END"
+    "    ORDER BY taken_at DESC, id DESC) AS recent_rank"
+    "  FROM balance_snapshots WHERE key_id IN :ids AND taken_at >= :since) ranked"
+    " WHERE (ranked.taken_at < :cutoff AND ranked.day_rank > 1)"
+    "  OR (ranked.taken_at >= :cutoff AND ranked.recent_rank > :max_recent))"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("since", type_=UTCDateTime()),
+    bindparam("cutoff", type_=UTCDateTime()),
+    bindparam("max_recent"),
+)
+
+
+async def prune_recent(
+    s: AsyncSession, key_ids: Sequence[str], since: datetime, now: datetime
+) -> None:
+    """The retention policy for these keys' snapshots taken at or after `since`, by index
+    (key_id, taken_at) — what the sweep runs for each batch it writes, so its cost follows
+    the keys checked, not the size of the history (issue 17 item 3).
+
+    Equivalent to `prune_snapshots` on that part of the history: `since` only cuts days
+    from below, and a day's newest reading (the one it keeps) is always in the part seen;
+    every reading newer than the cutoff is seen. Readings that aged past the cutoff since
+    the keys' previous prune are covered when `since` <= previous check - KEEP_ALL_FOR.
+    The 400-day expiry is left to `prune_snapshots` (the sweep runs it once a day).
+    """
+    if not key_ids:
+        return
+    await s.execute(
+        _PRUNE_RECENT,
+        {
+            "ids": list(key_ids),
+            "since": since,
+            "cutoff": now - KEEP_ALL_FOR,
+            "max_recent": KEEP_RECENT_MAX,
+        },
+    )
+
+
 async def prune_snapshots(s: AsyncSession, now: datetime) -> None:
     """Apply the retention policy to every key's snapshots, in the caller's transaction."""
     await s.execute(

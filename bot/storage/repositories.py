@@ -239,6 +239,7 @@ class AlertStateRepo:
             t.c.memory,
             t.c.failing_since,
             t.c.last,
+            t.c.checked_at,
         )
         mine = t.c.key_id.in_(list(key_ids)) & (t.c.lease_owner == owner)
         if self.s.bind.dialect.name == "postgresql":
