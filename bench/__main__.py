@@ -25,6 +25,7 @@ from typing import Any
 
 PHASES = (
     "sweep", "baseline", "balance", "busy", "alerts", "memory", "transport", "chart", "idle",
+    "creep", "replicas",
 )  # fmt: skip
 
 
@@ -62,6 +63,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--balance-runs", type=int, default=None, help="/balance runs (40)")
     p.add_argument("--transport-requests", type=int, default=None, help="per transport (2000)")
     p.add_argument("--transport-concurrency", type=int, default=300)
+    p.add_argument("--replicas", type=int, default=3,
+                   help="PostgreSQL only: sweeps by 1..N replica processes (3)")  # fmt: skip
+    p.add_argument("--replica-host-limit", type=int, default=1000,
+                   help="CHECKS_PER_HOST in the replicas phase, so politeness is not "
+                   "what is measured (1000)")  # fmt: skip
+    p.add_argument("--creep-sweeps", type=int, default=10,
+                   help="consecutive sweeps over a seeded month of history (10)")  # fmt: skip
     p.add_argument("--idle-starts", type=int, default=3,
                    help="starts of `balance-bot run` for the idle footprint (3)")  # fmt: skip
     p.add_argument("--idle-settle", type=float, default=8.0,
@@ -220,6 +228,16 @@ def targets(res: dict[str, Any], latency_ms: float) -> list[dict[str, Any]]:
     bal = res.get("balance")
     if bal and bal.get("runs"):
         add("/balance p95 (10 keys), ms", bal["p95_ms"], "<=", latency_ms + 100, " ms")
+    reps = res.get("replicas")
+    if reps and len(reps["runs"]) > 1:
+        add("two replicas ÷ one, checks/s", reps["runs"][1]["speedup"], ">=", 1.7, "×")
+        twice = sum(r["checked_twice"] for r in reps["runs"])
+        add("keys checked twice in one interval", twice, "<=", 0, "")
+    creep = res.get("creep")
+    if creep:
+        spread = creep["cpu_ms_per_check_spread_after_first_pct"]
+        add("CPU per check spread over sweeps 2..n, %", spread, "<=", 10, " %")
+        add("RSS spread over the sweeps, %", creep["rss_spread_pct"], "<=", 10, " %")
     busy = res.get("busy")
     if busy and busy.get("runs"):
         add("/balance p95 during a full sweep, ms", busy["p95_ms"], "<=", latency_ms + 150, " ms")
@@ -289,6 +307,29 @@ def render(res: dict[str, Any]) -> str:
                 f"p50 {bal['p50_ms']:.0f} ms, p95 {bal['p95_ms']:.0f} ms "
                 f"(provider latency + {bal['p50_overhead_ms']:.0f} / "
                 f"{bal['p95_overhead_ms']:.0f} ms)",
+            )
+        )
+    reps = res.get("replicas")
+    if reps:
+        for r in reps["runs"]:
+            rows.append(
+                (
+                    f"{r['replicas']} replica(s) sharing a sweep of {r['keys']} keys",
+                    f"{r['checks_per_s']:.0f} checks/s ({r['speedup']}×), "
+                    f"{r['cpu_ms_per_check']:.2f} ms CPU/check, "
+                    f"{r['checked_twice']} checked twice, split {r['per_replica']}",
+                )
+            )
+    creep = res.get("creep")
+    if creep:
+        cpu = " / ".join(f"{r['cpu_ms_per_check']:.2f}" for r in creep["runs"])
+        rss = " / ".join(f"{r['rss_mb']:.0f}" for r in creep["runs"])
+        rows.append(
+            (
+                f"{len(creep['runs'])} sweeps over {creep['history_rows_seeded']} seeded readings",
+                f"CPU ms/check {cpu}; RSS MB {rss}; spread after sweep 1 "
+                f"{creep['cpu_ms_per_check_spread_after_first_pct']:.1f} % CPU, "
+                f"{creep['rss_spread_pct']:.1f} % RSS",
             )
         )
     busy = res.get("busy")
@@ -371,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         balance_phase,
         baseline_phase,
         busy_phase,
+        creep_phase,
         idle_phase,
         now_iso,
+        replicas_phase,
         run_isolated,
         seed_phase,
         sweep_phase,
@@ -396,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             "sweeps": args.sweeps, "alerts": args.alerts, "balance_runs": args.balance_runs,
             "quick": args.quick, "skip": sorted(skip), "sweep_batch": args.sweep_batch,
             "host_limit": args.host_limit, "idle_starts": args.idle_starts,
+            "creep_sweeps": args.creep_sweeps, "replicas": args.replicas,
+            "replica_host_limit": args.replica_host_limit,
             "send_rate": args.send_rate,
             "key_mix": "40% deepseek, 20% moonshot (1 request), 40% relay (3 requests)",
         }  # fmt: skip
@@ -451,6 +496,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("/balance latency…", file=sys.stderr)
                 users = res["seed"]["balance_users"]
                 res["balance"] = run_isolated(balance_phase, cfg, users, warm)
+            if "replicas" not in skip and args.database_url:
+                counts = list(range(1, args.replicas + 1))
+                print(f"replicas {counts} sharing one sweep…", file=sys.stderr)
+                res["replicas"] = run_isolated(replicas_phase, cfg, counts, args.replica_host_limit)
+            if "creep" not in skip:
+                print(f"{args.creep_sweeps} sweeps over a month of history…", file=sys.stderr)
+                res["creep"] = run_isolated(creep_phase, cfg, args.creep_sweeps)
             if "busy" not in skip:
                 print("/balance while a full sweep runs…", file=sys.stderr)
                 users = res["seed"]["balance_users"]

@@ -410,6 +410,18 @@ def balance_phase(cfg: BenchConfig, users: list[int], warmup: int) -> dict[str, 
     return asyncio.run(go())
 
 
+async def _all_due_at(services: Any) -> datetime:
+    """A moment at which every key is due, whatever earlier phases scheduled."""
+    from sqlalchemy import func, select
+
+    from bot.storage.models import AlertState
+
+    async with services.db.session() as s:
+        latest = await s.scalar(select(func.max(AlertState.next_check_at)))
+    now = datetime.now(UTC)
+    return max(now, latest or now) + timedelta(minutes=1)
+
+
 def busy_phase(
     cfg: BenchConfig, users: list[int], warmup: int, host_limit: int | None = None
 ) -> dict[str, Any]:
@@ -428,7 +440,7 @@ def busy_phase(
         app = await _start_app(settings, services)
         sweep = services.sweep
         await sweep.ensure_rows()
-        at = datetime.now(UTC) + 50 * sweep.interval  # every key is due
+        at = await _all_due_at(services)
         # Where a /balance's time goes: its checks (billing.fetch outside the sweep's lane)
         # and the writes of their results (balances.record), each timed.
         parts: dict[str, list[float]] = {"fetch": [], "record": [], "loop_lag": [], "gc_full": []}
@@ -819,3 +831,185 @@ def idle_phase(cfg: BenchConfig, python: str, workdir: str, starts: int = 3,
         }
 
     return asyncio.run(go())
+
+
+# -- issue 17 item 3: consecutive sweeps over a month of history ---------------------------------
+
+
+async def _seed_history(services: Any, first_sweep_at: datetime, days: int) -> int:
+    """Every key gets the readings a month of hourly sweeps leaves behind under the retention
+    policy (bot/services/history.py): one per hour for the last two days, one per day
+    before that, back to `days` days. Inserted in bulk; returns the row count."""
+    from sqlalchemy import insert, select
+
+    from bot.storage.models import ApiKey, BalanceSnapshot
+
+    async with services.db.session() as s:
+        key_ids = list((await s.scalars(select(ApiKey.id).order_by(ApiKey.id))).all())
+    times = [first_sweep_at - timedelta(hours=h) for h in range(1, 49)]
+    times += [first_sweep_at - timedelta(days=d, hours=1) for d in range(3, days + 1)]
+    total = 0
+    chunk: list[dict[str, Any]] = []
+    for key_id in key_ids:
+        for i, at in enumerate(times):
+            chunk.append({"key_id": key_id, "taken_at": at, "kind": "balance",
+                          "currency": "CNY", "remaining": f"{100 + i * 0.25:.2f}"})  # fmt: skip
+        if len(chunk) >= 20_000:
+            async with services.db.session() as s:
+                await s.execute(insert(BalanceSnapshot), chunk)
+            total += len(chunk)
+            chunk = []
+    if chunk:
+        async with services.db.session() as s:
+            await s.execute(insert(BalanceSnapshot), chunk)
+        total += len(chunk)
+    return total
+
+
+async def _snapshot_rows(services: Any) -> int:
+    from sqlalchemy import func, select
+
+    from bot.storage.models import BalanceSnapshot
+
+    async with services.db.session() as s:
+        return int(await s.scalar(select(func.count()).select_from(BalanceSnapshot)) or 0)
+
+
+def creep_phase(cfg: BenchConfig, sweeps: int, history_days: int = 30) -> dict[str, Any]:
+    """Sweeps one after another, each an hour after the previous one (simulated), over a
+    database seeded with a month of readings per key: CPU per check and RSS per sweep
+    should stay flat (pruning and history queries by index, not by scanning history)."""
+
+    async def go() -> dict[str, Any]:
+        from sqlalchemy import event
+
+        from bot.app import build_services, close_services
+
+        services = await build_services(cfg.settings())
+        statements = [0]
+
+        def count(*_: Any) -> None:
+            statements[0] += 1
+
+        runs: list[dict[str, Any]] = []
+        try:
+            sweep = services.sweep
+            await sweep.ensure_rows()
+            base = await _all_due_at(services)  # every key is due at each sweep
+            with _Meter() as seeding:
+                seeded = await _seed_history(services, base + sweep.interval, history_days)
+            event.listen(services.db.engine.sync_engine, "before_cursor_execute", count)
+            gc.collect()
+            for n in range(sweeps):
+                services.billing.clear_cache()
+                statements[0] = 0
+                with _Meter() as m:
+                    stats = await sweep.run(base + (n + 1) * sweep.interval)
+                gc.collect()
+                figures = _run_figures(stats.checked, stats.checked - stats.lost_leases, m)
+                figures["db_statements_per_check"] = round(statements[0] / max(stats.checked, 1), 3)
+                figures["snapshot_rows_after"] = await _snapshot_rows(services)
+                runs.append(figures)
+        finally:
+            await close_services(services)
+        cpu = [r["cpu_ms_per_check"] or 1e-9 for r in runs]
+        rss = [r["rss_mb"] or 1e-9 for r in runs]
+        later = cpu[1:] or cpu  # sweep 1 also runs the daily whole-table prune
+        return {
+            "method": f"AlertSweep.run × {sweeps}, one simulated hour apart, after seeding "
+            f"{history_days} days of retained readings per key (48 hourly + daily)",
+            "history_rows_seeded": seeded,
+            "seed_seconds": round(seeding.wall, 1),
+            "runs": runs,
+            "cpu_ms_per_check_spread_pct": round(100 * (max(cpu) / min(cpu) - 1), 1),
+            "cpu_ms_per_check_spread_after_first_pct": round(
+                100 * (max(later) / min(later) - 1), 1
+            ),
+            "cpu_ms_per_check_last_vs_second_pct": round(100 * (later[-1] / later[0] - 1), 1),
+            "rss_spread_pct": round(100 * (max(rss) / min(rss) - 1), 1),
+        }
+
+    return asyncio.run(go())
+
+
+# -- issue 17 item 2: replicas sharing one sweep (PostgreSQL) ------------------------------------
+
+
+def _replica(
+    cfg: BenchConfig, at_iso: str, start_at: float, host_limit: int | None
+) -> dict[str, Any]:
+    """One replica process: build the services, wait for the common start, run the sweep."""
+
+    async def go() -> dict[str, Any]:
+        from bot.app import build_services, close_services
+
+        services = await build_services(cfg.settings())
+        if host_limit:
+            services.billing.trusted_host_limit = host_limit
+        try:
+            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+            t0, cpu0 = time.monotonic(), time.process_time()
+            stats = await services.sweep.run(datetime.fromisoformat(at_iso))
+            t1, cpu1 = time.monotonic(), time.process_time()
+        finally:
+            await close_services(services)
+        return {"checked": stats.checked, "lost_leases": stats.lost_leases,
+                "batches": stats.batches, "start": t0, "end": t1, "cpu_s": cpu1 - cpu0}  # fmt: skip
+
+    return asyncio.run(go())
+
+
+def replicas_phase(
+    cfg: BenchConfig, counts: list[int], host_limit: int | None = None
+) -> dict[str, Any]:
+    """1, 2, 3… replica processes share one sweep of every key through the database's
+    leases (PostgreSQL). Total checks/s from the first start to the last finish, CPU per
+    check over all replicas, and whether any key was checked twice in the interval."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    async def prepare() -> tuple[int, datetime]:
+        from sqlalchemy import func, select
+
+        from bot.app import build_services, close_services
+        from bot.storage.models import ApiKey
+
+        services = await build_services(cfg.settings())
+        try:
+            await services.sweep.ensure_rows()
+            async with services.db.session() as s:
+                n = int(await s.scalar(select(func.count()).select_from(ApiKey)) or 0)
+            return n, await _all_due_at(services)
+        finally:
+            await close_services(services)
+
+    out: list[dict[str, Any]] = []
+    for n in counts:
+        keys, at = asyncio.run(prepare())  # every key due again
+        start_at = time.monotonic() + 15.0  # after every replica has started up
+        with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_replica, cfg, at.isoformat(), start_at, host_limit) for _ in range(n)
+            ]
+            parts = [f.result() for f in futures]
+        checked = sum(p["checked"] for p in parts)
+        wall = max(p["end"] for p in parts) - min(p["start"] for p in parts)
+        cpu = sum(p["cpu_s"] for p in parts)
+        out.append({
+            "replicas": n,
+            "keys": keys,
+            "checked": checked,
+            "checked_twice": max(0, checked - keys),
+            "per_replica": [p["checked"] for p in parts],
+            "wall_s": round(wall, 2),
+            "checks_per_s": round(checked / wall, 1) if wall else 0.0,
+            "cpu_ms_per_check": round(1000 * cpu / checked, 3) if checked else 0.0,
+        })  # fmt: skip
+    base = out[0]["checks_per_s"] if out and out[0]["checks_per_s"] else None
+    for row in out:
+        row["speedup"] = round(row["checks_per_s"] / base, 2) if base else None
+    return {
+        "method": "N processes each running AlertSweep.run on one PostgreSQL database "
+        "(leases split the keys); per-host limit " + (f"{host_limit}" if host_limit else "default"),
+        "runs": out,
+    }

@@ -20,7 +20,7 @@ TINY = [
     "--keys", "200", "--users", "20", "--latency-ms", "20", "--baseline-keys", "5",
     "--relay-sites", "5", "--sweeps", "1", "--alerts", "30", "--balance-runs", "3",
     "--transport-requests", "100", "--transport-concurrency", "50", "--skip", "memory", "chart",
-    "--idle-starts", "2", "--idle-settle", "0.5",
+    "--idle-starts", "2", "--idle-settle", "0.5", "--creep-sweeps", "2",
 ]  # fmt: skip
 
 
@@ -81,6 +81,16 @@ def test_bench_tiny_run_writes_expected_json(tmp_path: Path) -> None:
         t = res["transports"][name]
         assert t["ok"] == 100
         assert _positive(t["requests_per_s"]) and _positive(t["cpu_ms_per_request"])
+
+    busy = res["busy"]  # /balance beside a full sweep (issue 17 item 1): the sweep ran
+    assert busy["sweep_checks"] >= 200 and busy["failures"] == 0
+
+    creep = res["creep"]  # consecutive sweeps over seeded history (issue 17 item 3)
+    assert len(creep["runs"]) == 2 and creep["history_rows_seeded"] > 0
+    for run in creep["runs"]:
+        assert run["checks"] >= 200 and _positive(run["cpu_ms_per_check"])
+        assert run["snapshot_rows_after"] > 0
+    assert "cpu_ms_per_check_spread_after_first_pct" in creep
 
     idle = res["idle"]  # `balance-bot run`: first start, then a restart (issue 17 item 4)
     assert len(idle["runs"]) == 2
