@@ -37,7 +37,12 @@ from bot.services.keys import (
     clean_key,
     clean_label,
 )
-from bot.services.keyshape import looks_like_key
+from bot.services.keyshape import (
+    MAX_KEY_CHARS,
+    MIN_KEY_CHARS,
+    KeyProblem,
+    looks_like_key,
+)
 
 PREFIX = "add"
 AUTO = "auto"
@@ -86,7 +91,19 @@ SLOW_DOWN = N_(
 )
 CANCELLED = N_("Cancelled. Nothing was saved.")
 NOTHING_TO_CANCEL = N_("There is nothing to cancel.")
-NOT_A_KEY = N_("That doesn't look like a key (one line, no spaces). Send the key, or /cancel.")
+NOT_A_KEY = N_("🤔 That doesn't look like an API key: {why}. Nothing was stored.")
+SEND_KEY_AGAIN = N_("Send the key, or /cancel.")
+#: Why a text is not taken as a key (bot/services/keyshape.py: KeyProblem), in the user's words.
+KEY_PROBLEMS: Mapping[KeyProblem, str] = {
+    KeyProblem.EMPTY: N_("there is nothing there"),
+    KeyProblem.SPACES: N_("a key is one word, without spaces or line breaks"),
+    KeyProblem.CHARACTERS: N_(
+        "keys use only Latin letters, digits and a few symbols such as - and _"
+    ),
+    KeyProblem.TOO_SHORT: N_("it is too short (keys have at least {min} characters)"),
+    KeyProblem.TOO_LONG: N_("it is too long (at most {max} characters)"),
+    KeyProblem.SHAPE: N_("it has no provider's prefix (such as sk-) and doesn't look random"),
+}
 DELETE_FAILED = N_(
     "⚠️ I couldn't delete your message with the key. Please delete it yourself — "
     "and consider rotating the key."
@@ -184,6 +201,11 @@ def brief_check(context: BotContext, outcome: CheckOutcome | None) -> str:
     return "\n".join(
         fmt.detail_lines(outcome.result, now, fmt.zone(context.timezone), t, context.providers)
     )
+
+
+def not_a_key(t: Translator, problem: KeyProblem) -> str:
+    why = t(KEY_PROBLEMS[problem], min=MIN_KEY_CHARS, max=MAX_KEY_CHARS)
+    return t(NOT_A_KEY, why=why)
 
 
 def url_reason(t: Translator, error: BillingError) -> str:
@@ -364,12 +386,18 @@ async def cmd_add(update: Update, context: BotContext) -> None:
     if not context.args:
         await start_guided(update, context, user.id)
         return
-    notes = [] if await delete_message(message) else [t(DELETE_FAILED)]
-    await one_line(context, user.id, context.args, notes)
+    await one_line(context, user.id, context.args, message)
+
+
+async def drop_keyish(context: BotContext, message: Message, text: str | None) -> list[str]:
+    """Delete a message that carries something key-shaped; the note to add if Telegram refused."""
+    if not looks_like_key(text) or await delete_message(message):
+        return []
+    return [context.t(DELETE_FAILED)]
 
 
 async def one_line(
-    context: BotContext, user_id: int, args: Sequence[str], notes: list[str]
+    context: BotContext, user_id: int, args: Sequence[str], message: Message
 ) -> None:
     t = context.t
     billing = context.services.billing
@@ -378,9 +406,11 @@ async def one_line(
     if raw_key:  # `/add provider=ID` alone: the guided dialogue, provider preset
         try:
             secret = clean_key(raw_key)
-        except InvalidKey:
-            await say(context, user_id, t(NOT_A_KEY), notes=notes)
+        except InvalidKey as exc:
+            notes = await drop_keyish(context, message, message.text)
+            await say(context, user_id, not_a_key(t, exc.problem), notes=notes)
             return
+    notes = [] if await delete_message(message) else [t(DELETE_FAILED)]
     if provider is not None:
         try:
             billing.provider(provider)
@@ -440,12 +470,13 @@ async def on_text(update: Update, context: BotContext, flow: Flow) -> None:
         return
     keyish = looks_like_key(text)
     if step is Step.KEY or (keyish and step in (Step.PROVIDER, Step.LABEL)):
-        notes = [] if await delete_message(message) else [t(DELETE_FAILED)]
         try:
             secret = clean_key(text)
-        except InvalidKey:
-            await say(context, uid, t(NOT_A_KEY), notes=notes)
+        except InvalidKey as exc:
+            notes = await drop_keyish(context, message, text)
+            await say(context, uid, f"{not_a_key(t, exc.problem)} {t(SEND_KEY_AGAIN)}", notes=notes)
             return
+        notes = [] if await delete_message(message) else [t(DELETE_FAILED)]
         if step is not Step.KEY:  # skipped ahead by pasting the key: defaults for the rest
             data.setdefault("provider", None)
             data.update(auto=True, label_done=True)

@@ -19,13 +19,13 @@ from bot.billing.models import KeyRequest
 from bot.crypto.vault import KeyVault, RecordBinding, VaultError
 from bot.limits import MAX_LABEL
 from bot.secret import Secret
+from bot.services.keyshape import KeyProblem, key_problem
 from bot.storage.db import Database
 from bot.storage.models import ApiKey
 from bot.storage.repositories import KeyRepo, UserRepo
 
 MAX_KEYS_PER_USER = 20
 MAX_LABEL_CHARS = MAX_LABEL  # bot/limits.py: the column agrees
-MAX_KEY_CHARS = 512
 
 
 class KeyServiceError(Exception):
@@ -45,7 +45,11 @@ class TooManyKeys(KeyServiceError):
 
 
 class InvalidKey(KeyServiceError):
-    pass
+    """Not an API key (bot/services/keyshape.py: `problem` says why)."""
+
+    def __init__(self, problem: KeyProblem) -> None:
+        super().__init__(problem.value)
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +105,11 @@ def clean_label(raw: str) -> str:
 
 
 def clean_key(raw: str) -> Secret:
-    key = raw.strip()
-    if (
-        not key
-        or len(key) > MAX_KEY_CHARS
-        or any(ch.isspace() for ch in key)
-        or not key.isprintable()
-    ):
-        raise InvalidKey("not a key")
-    return Secret(key)
+    """The key as a `Secret`, or InvalidKey: validated as a key before anything keeps it."""
+    problem = key_problem(raw)
+    if problem is not None:
+        raise InvalidKey(problem)
+    return Secret(raw.strip())
 
 
 def match_label(labels: Sequence[str], raw: str) -> str | None:
