@@ -51,11 +51,19 @@ async def guard(update: Update, context: BotContext) -> None:
         raise ApplicationHandlerStop
     stored: str | None = None
     chat = update.effective_chat
+    private = chat is not None and chat.type == ChatType.PRIVATE
+    if update.callback_query is not None and not private:
+        # Every button of ours that names a key, a setting or a flow lives in a private chat;
+        # the bot puts only URL buttons into groups. A press from anywhere else is forged (or
+        # replayed on a group message): answering it would show the presser's key card, alerts
+        # or flow to the whole group. Ownership is still checked by each handler.
+        t = translator(resolve_language(None, user.language_code))
+        await update.callback_query.answer(t(PRIVATE_ONLY), show_alert=True)
+        raise ApplicationHandlerStop
     command = _command(update)
     if command not in (None, "add") and looks_like_key(update.message.text):  # type: ignore[union-attr]
         # A key pasted as a command argument (`/balance sk-…`): delete it, never echo it.
         context.lang = resolve_language(None, user.language_code)
-        private = chat is not None and chat.type == ChatType.PRIVATE
         await (fallback.warn_key if private else fallback.group_key)(update, context)
         raise ApplicationHandlerStop
     if chat is not None and chat.type != ChatType.PRIVATE and command in PRIVATE_COMMANDS:
