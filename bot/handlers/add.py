@@ -119,6 +119,7 @@ KEY_NOT_ANSWER = N_(
 )
 LABEL_TOO_LONG = N_("That name is too long (at most {max} characters).")
 LABEL_INVALID = N_("That name can't be used: it is empty or has control characters.")
+LABEL_BLANK = N_("That name would look blank in a list. Use letters, digits or an emoji.")
 LABEL_TAKEN = N_("You already have a key named <b>{label}</b>.")
 LABEL_KEYISH = N_("That name looks like an API key.")
 ASK_LABEL_AGAIN = N_("Send another name, or press Skip.")
@@ -449,6 +450,8 @@ async def label_problem(context: BotContext, user_id: int, raw: str) -> str | No
     except InvalidLabel as exc:
         if str(exc) == "too long":
             return t(LABEL_TOO_LONG, max=MAX_LABEL_CHARS)
+        if str(exc) == "blank":
+            return t(LABEL_BLANK)
         return t(LABEL_INVALID)
     if await context.services.adding.label_taken(user_id, label):
         return t(LABEL_TAKEN, label=_e(label))

@@ -78,6 +78,7 @@ T_RENAME_PLACEHOLDER = N_("New name")
 T_RENAMED = N_("✅ Renamed to <b>{label}</b>.")
 T_LABEL_TAKEN = N_("You already have a key named <b>{label}</b>. Send another name.")
 T_LABEL_INVALID = N_("Names are 1–32 characters, without control characters. Send another name.")
+T_LABEL_BLANK = N_("That name would look blank in a list. Use letters, digits or an emoji.")
 T_LABEL_IS_KEY = N_("That looks like an API key, so I deleted the message. Send a name, not a key.")
 
 
@@ -374,8 +375,9 @@ async def on_rename_text(update: Update, context: BotContext, flow: Flow) -> Non
     except LabelTaken as exc:
         await message.reply_text(context.t(T_LABEL_TAKEN, label=html.escape(str(exc))))
         return
-    except InvalidLabel:
-        await message.reply_text(context.t(T_LABEL_INVALID))
+    except InvalidLabel as exc:
+        blank = str(exc) == "blank"
+        await message.reply_text(context.t(T_LABEL_BLANK if blank else T_LABEL_INVALID))
         return
     await context.services.flows.clear(user.id)
     if key is None:

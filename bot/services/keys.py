@@ -87,10 +87,24 @@ class Added:
 
 _WS = re.compile(r"\s+")
 
+#: Letters and symbols that render as nothing: Hangul fillers, the Braille blank, the
+#: Mongolian vowel separator, Khmer inherent vowels, the combining grapheme joiner.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u17b4\u17b5\u034f")
+
+
+def _visible(ch: str) -> bool:
+    """A character that shows something on its own: a letter, digit, punctuation or symbol
+    (not a space, a combining mark, a format character or one of the blank-looking ones)."""
+    return unicodedata.category(ch)[0] in "LNPS" and ch not in _BLANK_LOOKING
+
 
 def clean_label(raw: str) -> str:
-    """Any Unicode, no control characters, whitespace folded to '-', bounded length."""
+    """Any Unicode, no control characters, something visible, whitespace folded to '-',
+    bounded length. A label that would look blank in a list (only fillers, combining marks,
+    zero-width joiners) is refused ("blank"): two such keys could not be told apart."""
     label = unicodedata.normalize("NFC", raw).strip()
+    if label and not any(_visible(ch) for ch in label):
+        raise InvalidLabel("blank")
     label = _WS.sub("-", label)
     if not label:
         raise InvalidLabel("empty")

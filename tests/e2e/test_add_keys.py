@@ -133,3 +133,40 @@ async def test_a_key_in_capitals_is_never_a_label(make_settings) -> None:
         assert await stored_keys(bot, ann.id) == []
         await assert_nowhere(bot, shouting)
         await assert_nowhere(bot, key)
+
+
+BLANK_LOOKING = ["\u3164", "\u2800\u2800", "\u0301\u0302", "\u200d", "\u3164\u0301\u2800"]
+
+
+async def test_blank_looking_labels_are_refused(make_settings) -> None:
+    async with running_bot(make_settings) as bot:
+        bot.providers.reply("/user/balance", json=DEEPSEEK_OK)
+        ann = bot.tg.user(1001, "Ann")
+        for label in BLANK_LOOKING:
+            await bot.tg.send(ann, f"/add {canary()} {label} provider=deepseek")
+            answer = await reply(bot, ann)
+            assert "would look blank" in answer.text, (label, answer.text)
+        assert await stored_keys(bot, ann.id) == []
+        # The label step asks again; a real name then goes through.
+        await bot.tg.send(ann, "/add provider=deepseek")
+        await reply(bot, ann)
+        await bot.tg.send(ann, "\u3164")
+        assert "would look blank" in (await reply(bot, ann)).text
+        await bot.tg.send(ann, "work")
+        await reply(bot, ann)
+        await bot.tg.send(ann, canary())
+        assert "Saved work" in (await reply(bot, ann)).text
+        # Renaming from the key card refuses them too.
+        [row] = await stored_keys(bot, ann.id)
+        await bot.tg.send(ann, "/keys")
+        listing = await reply(bot, ann)
+        qid = await bot.tg.press(ann, listing.message_id, f"k:open:{row.id}")
+        await bot.tg.wait_for_answer(qid)
+        card = await bot.tg.wait_for_reply(ann)
+        qid = await bot.tg.press(ann, card.message_id, f"k:ren:{row.id}")
+        await bot.tg.wait_for_answer(qid)
+        await reply(bot, ann)
+        await bot.tg.send(ann, "\u2800")
+        assert "would look blank" in (await reply(bot, ann)).text
+        [row] = await stored_keys(bot, ann.id)
+        assert row.label == "work"

@@ -149,6 +149,10 @@ def test_clean_label_accepts(raw: str, expected: str) -> None:
         "zero\u200bwidth",
         "x" * 33,
         "🔑" * 33,
+        "\u3164",  # Hangul filler: a letter that renders as nothing
+        "\u2800 \u2800",  # Braille blank
+        "\u0301\u0301",  # combining marks without a base
+        "\u200d",  # a lone zero-width joiner
     ],
 )
 def test_clean_label_refuses(raw: str) -> None:
