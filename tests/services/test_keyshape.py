@@ -49,6 +49,10 @@ def test_things_that_cannot_be_keys(raw: str, problem: KeyProblem) -> None:
         "sk-api-" + rand(40),  # MiniMax
         "sk-cp-" + rand(40),  # MiniMax Token Plan
         "sess-" + rand(40),
+        "xai-" + rand(80),  # xAI
+        "cr_" + secrets.token_hex(32),  # claude-relay-service
+        "AIza" + rand(35),  # Gemini
+        "AQ." + rand(50),  # Gemini (newer shape)
         secrets.token_hex(16),  # unprefixed hex (DeepInfra-style)
         rand(43),  # unprefixed base64url (Poe-style)
         f"{secrets.token_hex(16)}.{rand(16)}",  # id.secret (Zhipu-style)
@@ -83,6 +87,11 @@ def test_every_provider_prefix_is_asked_through_the_registry() -> None:
         "auth:sk-" + secrets.token_hex(20),
         "sess-" + rand(30),
         "sk-api-" + rand(30),
+        "sk-cp-" + rand(30),
+        "XAI-" + rand(30),
+        "please check cr_" + secrets.token_hex(16),
+        "AIza" + rand(35),
+        "sk-or-v1-" + secrets.token_hex(8),
         "sk-ant-" + rand(40),
         f"{secrets.token_hex(16)}.{rand(16)}",
         "the key is sk-" + secrets.token_hex(20) + ".",
