@@ -16,6 +16,7 @@ from telegram.ext import Application, JobQueue
 from bot import metrics
 from bot.context import BotContext, Services
 from bot.delivery import Render, Sender
+from bot.handlers import add
 from bot.services.shared_limits import HEARTBEAT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ async def checkpoint_job(context: BotContext) -> None:
 
 
 def schedule(app: Application[Any, Any, Any, Any, Any, Any], render: Render) -> None:
-    """Called from post_init once services exist: sweep, sender, digest, checkpoint."""
+    """Called from post_init once services exist: sweep, sender, digest, checkpoint, and
+    the look-out for keys whose saving was interrupted (bot/handlers/add.py)."""
     services = app.bot_data.services
     jq = app.job_queue
     if services is None or jq is None:
@@ -117,6 +119,11 @@ def schedule(app: Application[Any, Any, Any, Any, Any, Any], render: Render) -> 
         jq.run_repeating(
             checkpoint_job, interval=3600, first=600, name="db-checkpoint", job_kwargs=JOB_KWARGS
         )
+    # Keys whose saving a crash cut short: their owners are told soon after a restart.
+    jq.run_repeating(
+        add.resume_interrupted, interval=add.RESUME_EVERY, first=1.0, name="add-resume",
+        job_kwargs=JOB_KWARGS,
+    )  # fmt: skip
     if services.outbox is None:
         return
     interval = services.settings.alert_interval_seconds

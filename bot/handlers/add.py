@@ -1,31 +1,39 @@
-"""/add (guided and one-line) and /cancel.
+"""/add (guided and one-line), a key pasted without a command, and /cancel.
 
-Guided: provider → base URL (relays only) → label → key. The key comes last, so it is
-saved the moment it arrives and never waits anywhere. Where a key *must* wait — the
-one-line form with an ambiguous bare `sk-` key, a relay key without URL, or a rejected
-key awaiting "save anyway" — it is sealed into the flow row (see bot/services/flows.py).
-Every message that carried a key is deleted as soon as it is read; replies show only
-the masked hint. Keys are never accepted in groups.
+Guided: provider (bot/handlers/provider_picker.py) → base URL (self-hosted only) → label →
+key. The key comes last, so it is checked and saved the moment it arrives. Where a key
+*must* wait — an ambiguous bare `sk-` key, a relay key without URL, a site whose software
+matched no family, a rejected key awaiting "save anyway", a pasted key awaiting "add it?"
+— it stays sealed in the flow row (bot/services/flows.py).
+
+Order, whatever the path: a key is sealed into the flow and committed first, the message
+that carried it is deleted next, and only then checked and saved. A crash in between
+leaves the sealed key; `resume_interrupted` (a job) tells its owner and offers to save it.
+A new key pasted while an earlier one waits for a button replaces it (the user is told);
+a key already saved is named before any question. Replies show only the masked hint.
+Keys are never accepted in groups.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import CheckOutcome, FigureKind
-from bot.billing.providers.base import Provider
 from bot.billing.ssrf import UrlRefusal
 from bot.context import BotContext
-from bot.handlers import alert_messages, callbacks, fallback
+from bot.handlers import alert_messages, callbacks, fallback, provider_picker
 from bot.handlers import format as fmt
 from bot.handlers.chat import clear_keyboard, delete_message, is_private, private_link
-from bot.i18n import N_, Translator
+from bot.handlers.provider_picker import AUTO, PAGES, SITE
+from bot.i18n import N_, Translator, resolve_language, translator
 from bot.secret import Secret
 from bot.services.adding import KIND, AddResult, Status, Step
 from bot.services.flows import Flow
@@ -41,17 +49,17 @@ from bot.services.keyshape import (
     MAX_KEY_CHARS,
     MIN_KEY_CHARS,
     KeyProblem,
+    key_problem,
     looks_like_key,
+    single_key,
 )
+
+log = logging.getLogger(__name__)
 
 PREFIX = "add"
-AUTO = "auto"
+#: How often the job looks for keys whose saving a crash cut short (seconds).
+RESUME_EVERY = 30.0
 
-PROVIDER_PROMPT = N_(
-    "➕ <b>Add a key</b>\nWhich provider is it for? Pick one, or let me detect it "
-    "from the key.\n\n/cancel stops at any step."
-)
-DETECT = N_("🔍 Detect automatically")
 URL_PROMPT = N_(
     "Send the <b>base URL</b> of the site — the address you use instead of "
     "https://api.openai.com, e.g. <code>https://relay.example.com</code>."
@@ -67,7 +75,6 @@ LABEL_PROMPT_AUTO = N_(
 )
 SKIP = N_("Skip")
 KEY_PROMPT = N_("Now send the <b>key</b> itself. I'll delete your message as soon as I've read it.")
-PICK_PROMPT = N_("Which provider is the key <code>{hint}</code> for?")
 CONFIRM_PROMPT = N_(
     "⚠️ {provider} rejected the key <code>{hint}</code>. It may be revoked or mistyped "
     "— or the site may be having trouble right now. Save it anyway?"
@@ -109,14 +116,30 @@ DELETE_FAILED = N_(
     "and consider rotating the key."
 )
 PRESS_BUTTON = N_("Please press one of the buttons above, or send /cancel.")
-KEY_NOT_URL = N_(
-    "🔐 That looks like a key, not an address, so I deleted it. "
-    "Send the base URL first, or /cancel."
+KEY_BEFORE_URL = N_("🔐 Got the key <code>{hint}</code> and deleted your message.")
+SAME_KEY = N_(
+    "🔐 That is the key <code>{hint}</code> I already have, so I deleted it. "
+    "Please answer above, or send /cancel."
 )
-KEY_NOT_ANSWER = N_(
-    "🔐 That looks like a key, so I deleted it. Please press one of the buttons above, "
-    "or send /cancel."
+REPLACED = N_("The earlier key <code>{old}</code> was not saved; I'm going on with the new one.")
+OFFER = N_(
+    "🔐 That looks like an API key (<code>{hint}</code>), so I deleted your message. "
+    "Add it to your keys?"
 )
+ADD_IT = N_("➕ Add this key")
+INTERRUPTED = N_(
+    "⚠️ I was interrupted while saving your key <code>{hint}</code>, so it is not saved "
+    "yet. Save it now?"
+)
+INTERRUPTED_SAVED = N_(
+    "✅ Your key <code>{hint}</code> was saved as <b>{label}</b> just before I was interrupted."
+)
+SAVE_NOW = N_("Save it now")
+STILL_SAVING = N_(
+    "⏳ I'm still saving your key <code>{hint}</code> and will tell you when it's done. "
+    "/cancel stops it."
+)
+SITE_FOUND = N_("🔍 The site runs <b>{family}</b>.")
 LABEL_TOO_LONG = N_("That name is too long (at most {max} characters).")
 LABEL_INVALID = N_("That name can't be used: it is empty or has control characters.")
 LABEL_BLANK = N_("That name would look blank in a list. Use letters, digits or an emoji.")
@@ -165,30 +188,6 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
-def provider_button_text(t: Translator, p: Provider) -> str:
-    """Title plus one-line hint; just the hint when it already names the provider."""
-    first = p.title.split()[0] if p.title else ""
-    hint = t(p.hint)
-    return hint if first and p.hint.startswith(first) else f"{p.title} · {hint}"
-
-
-def provider_keyboard(
-    t: Translator, providers: Sequence[Provider], nonce: str, *, auto: bool
-) -> InlineKeyboardMarkup:
-    rows = [
-        [
-            InlineKeyboardButton(
-                provider_button_text(t, p), callback_data=callbacks.encode(PREFIX, "p", p.id, nonce)
-            )
-        ]
-        for p in providers
-    ]
-    if auto:
-        data = callbacks.encode(PREFIX, "p", AUTO, nonce)
-        rows.append([InlineKeyboardButton(t(DETECT), callback_data=data)])
-    return InlineKeyboardMarkup(rows)
-
-
 def brief_check(context: BotContext, outcome: CheckOutcome | None) -> str:
     """The first check in /balance's words (bot/handlers/format.py), a few lines."""
     if outcome is None:
@@ -224,16 +223,110 @@ async def say(
     return await context.bot.send_message(chat_id, "\n\n".join([*notes, text]), reply_markup=markup)
 
 
+def picker_page(
+    context: BotContext, name: str, nonce: str, data: Mapping[str, Any] | None = None
+) -> tuple[str, InlineKeyboardMarkup]:
+    """A page of the provider buttons; `data` of a flow that waits at PICK."""
+    data = data or {}
+    waiting = data.get("candidates") is not None
+    return provider_picker.page(
+        context.t,
+        context.services.billing.providers(),
+        name,
+        nonce,
+        key_hint=data.get("hint") if waiting else None,
+        candidates=data.get("candidates") or (),
+        why=data.get("why"),
+    )
+
+
+def _buttons(t: Translator, *pairs: tuple[str, str]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(t(text), callback_data=data) for text, data in pairs]]
+    )
+
+
+# -- a key arrives -----------------------------------------------------------------------
+
+
+def key_in(text: str) -> tuple[Secret | None, KeyProblem | None]:
+    """The key in a message meant to carry one: the whole text, or its one key-shaped word."""
+    problem = key_problem(text)
+    if problem is None:
+        return clean_key(text), None
+    found = single_key(text)
+    return (Secret(found), None) if found is not None else (None, problem)
+
+
+async def take_key(
+    context: BotContext,
+    user_id: int,
+    data: Mapping[str, Any],
+    nonce: str,
+    secret: Secret,
+    message: Message | None,
+    *,
+    step: Step = Step.SAVING,
+    replacing: Flow | None = None,
+) -> list[str] | None:
+    """Seal the key (committed), then delete its message: in this order, so that no crash
+    loses a key whose message is gone. A key already saved is named here (None returned);
+    else the notes for the next reply (a failed deletion, a replaced earlier key)."""
+    t = context.t
+    same = await context.services.adding.hold(user_id, data, nonce, secret, step=step)
+    notes: list[str] = []
+    if message is not None and not await delete_message(message):
+        notes.append(t(DELETE_FAILED))
+    if same is not None:
+        await say(context, user_id, t(DUPLICATE, label=_e(same.label)), notes=notes)
+        return None
+    if replacing is not None and replacing.has_secret and replacing.nonce != nonce:
+        notes.append(t(REPLACED, old=_e(replacing.data.get("hint", "…"))))
+    return notes
+
+
+async def offer(
+    context: BotContext,
+    user_id: int,
+    secret: Secret,
+    message: Message,
+    replacing: Flow | None = None,
+) -> None:
+    """A key pasted without a command: keep it sealed and ask whether to add it."""
+    nonce = context.services.flows.new_nonce()
+    data = {"auto": True, "label_done": True}
+    notes = await take_key(
+        context, user_id, data, nonce, secret, message, step=Step.OFFER, replacing=replacing
+    )
+    if notes is None:
+        return
+    t = context.t
+    markup = _buttons(
+        t,
+        (ADD_IT, callbacks.encode(PREFIX, "go", nonce)),
+        (DONT_SAVE, callbacks.encode(PREFIX, "drop", nonce)),
+    )
+    await say(context, user_id, t(OFFER, hint=_e(secret.hint)), markup, notes)
+
+
+async def stray_key(update: Update, context: BotContext) -> None:
+    """Key-shaped text in a private chat outside any flow (routed by bot/handlers/fallback.py)."""
+    message, user = update.effective_message, update.effective_user
+    assert message is not None and user is not None
+    found = single_key(message.text)
+    if found is None:  # several keys, or nothing that could be added: remove it, say so
+        await fallback.warn_key(update, context)
+        return
+    await offer(context, user.id, Secret(found), message)
+
+
 # -- the dialogue (decisions in bot/services/adding.py) ------------------------------------
 
 
 async def start_guided(update: Update, context: BotContext, user_id: int) -> None:
     nonce = await context.services.adding.start(user_id)
-    t = context.t
-    providers = context.services.billing.providers()
-    await say(
-        context, user_id, t(PROVIDER_PROMPT), provider_keyboard(t, providers, nonce, auto=True)
-    )
+    text, markup = picker_page(context, "main", nonce)
+    await say(context, user_id, text, markup)
 
 
 async def advance(
@@ -247,10 +340,11 @@ async def advance(
     notes: Sequence[str] = (),
 ) -> None:
     """Ask for the first missing piece — or save (AddService decides which)."""
-    billing = context.services.billing
     t = context.t
     nxt = await context.services.adding.advance(user_id, data, nonce, secret=secret, sealed=sealed)
     step, data = nxt.step, nxt.data
+    if data.get("family") and data.get("provider"):
+        notes = [*notes, t(SITE_FOUND, family=_e(data["family"]))]
     if step is Step.DONE:
         if nxt.secret is None:
             await say(context, user_id, t(FLOW_EXPIRED), notes=notes)
@@ -270,14 +364,9 @@ async def advance(
     elif step is Step.KEY:
         text = t(KEY_PROMPT)
     elif step is Step.PICK:
-        ids = data.get("candidates") or []
-        every = billing.providers()
-        shown = [p for p in every if p.id in ids] or every
-        text = t(PICK_PROMPT, hint=_e(data.get("hint", "")))
-        markup = provider_keyboard(t, shown, nonce, auto=False)
+        text, markup = picker_page(context, "pick", nonce, data)
     else:  # Step.PROVIDER: only reachable through a fresh /add
-        text = t(PROVIDER_PROMPT)
-        markup = provider_keyboard(t, billing.providers(), nonce, auto=True)
+        text, markup = picker_page(context, "main", nonce)
     await say(context, user_id, text, markup, notes)
 
 
@@ -411,33 +500,40 @@ async def one_line(
             notes = await drop_keyish(context, message, message.text)
             await say(context, user_id, not_a_key(t, exc.problem), notes=notes)
             return
-    notes = [] if await delete_message(message) else [t(DELETE_FAILED)]
+    problem: str | None = None
     if provider is not None:
         try:
             billing.provider(provider)
         except KeyError:
             ids = ", ".join(f"<code>{_e(p.id)}</code>" for p in billing.providers())
-            await say(
-                context, user_id, t(UNKNOWN_PROVIDER, provider=_e(provider), ids=ids), notes=notes
-            )
-            return
-    if url is not None:
+            problem = t(UNKNOWN_PROVIDER, provider=_e(provider), ids=ids)
+    if problem is None and url is not None:
         try:
             url = billing.validate_base_url(url)
         except BillingError as exc:
-            await say(context, user_id, t(BAD_URL_ONE_LINE, reason=url_reason(t, exc)), notes=notes)
-            return
-        provider = provider or "relay"
-    if label is not None:
+            problem = t(BAD_URL_ONE_LINE, reason=url_reason(t, exc))
+    if problem is None and label is not None:
         problem = await label_problem(context, user_id, label)
         if problem:
-            await say(context, user_id, f"{problem} {t(RESEND)}", notes=notes)
-            return
-        label = clean_label(label)
+            problem = f"{problem} {t(RESEND)}"
+        else:
+            label = clean_label(label)
+    if problem is not None:  # nothing is kept: the key's message goes, the reason is told
+        notes = await drop_keyish(context, message, message.text) if secret is None else []
+        if secret is not None and not await delete_message(message):
+            notes = [t(DELETE_FAILED)]
+        await say(context, user_id, problem, notes=notes)
+        return
     data: dict[str, Any] = {"provider": provider, "url": url, "label": label}
     data["label_done"] = label is not None or secret is not None
     nonce = context.services.flows.new_nonce()
-    await advance(context, user_id, data, nonce, secret=secret, notes=notes)
+    if secret is None:
+        await advance(context, user_id, data, nonce)
+        return
+    waiting = await context.services.adding.flow(user_id)
+    notes = await take_key(context, user_id, data, nonce, secret, message, replacing=waiting)
+    if notes is not None:
+        await advance(context, user_id, data, nonce, secret=secret, notes=notes)
 
 
 async def label_problem(context: BotContext, user_id: int, raw: str) -> str | None:
@@ -471,24 +567,15 @@ async def on_text(update: Update, context: BotContext, flow: Flow) -> None:
         await context.services.adding.cancel(uid)
         await message.reply_text(t(FLOW_EXPIRED))
         return
-    keyish = looks_like_key(text)
-    if step is Step.KEY or (keyish and step in (Step.PROVIDER, Step.LABEL)):
-        try:
-            secret = clean_key(text)
-        except InvalidKey as exc:
+    if step is Step.KEY or looks_like_key(text):
+        secret, problem = key_in(text)
+        if secret is None:
+            assert problem is not None
             notes = await drop_keyish(context, message, text)
-            await say(context, uid, f"{not_a_key(t, exc.problem)} {t(SEND_KEY_AGAIN)}", notes=notes)
+            again = t(SEND_KEY_AGAIN) if step is Step.KEY else t(PRESS_BUTTON)
+            await say(context, uid, f"{not_a_key(t, problem)} {again}", notes=notes)
             return
-        notes = [] if await delete_message(message) else [t(DELETE_FAILED)]
-        if step is not Step.KEY:  # skipped ahead by pasting the key: defaults for the rest
-            data.setdefault("provider", None)
-            data.update(auto=True, label_done=True)
-        await advance(context, uid, data, flow.nonce, secret=secret, notes=notes)
-        return
-    if keyish:  # at a step that is not asking for a key: remove it, ask again
-        notes = [] if await delete_message(message) else [t(DELETE_FAILED)]
-        reply = KEY_NOT_URL if step is Step.URL else KEY_NOT_ANSWER
-        await say(context, uid, t(reply), notes=notes)
+        await key_in_flow(context, message, flow, step, secret)
         return
     if step is Step.URL:
         try:
@@ -506,7 +593,45 @@ async def on_text(update: Update, context: BotContext, flow: Flow) -> None:
         data.update(label=clean_label(text), label_done=True)
         await advance(context, uid, data, flow.nonce)
         return
+    if step is Step.SAVING:
+        await message.reply_text(t(STILL_SAVING, hint=_e(data.get("hint", "…"))))
+        return
     await message.reply_text(t(PRESS_BUTTON))
+
+
+async def key_in_flow(
+    context: BotContext, message: Message, flow: Flow, step: Step, secret: Secret
+) -> None:
+    """A key pasted during a dialogue. No key yet: it is the key (what is known so far is
+    kept). An earlier key waiting for an answer: the same one is asked about again; a new
+    one replaces it (the user is told the earlier one was not saved)."""
+    t = context.t
+    uid, nonce = flow.user_id, flow.nonce
+    adding = context.services.adding
+    if flow.has_secret:
+        if await adding.sealed_key(uid, nonce) == secret:
+            notes = [] if await delete_message(message) else [t(DELETE_FAILED)]
+            await say(context, uid, t(SAME_KEY, hint=_e(secret.hint)), notes=notes)
+            return
+        if step is Step.OFFER:
+            await offer(context, uid, secret, message, replacing=flow)
+            return
+        fresh: dict[str, Any] = {"auto": True, "label_done": True}
+        new_nonce = context.services.flows.new_nonce()
+        notes = await take_key(context, uid, fresh, new_nonce, secret, message, replacing=flow)
+        if notes is not None:
+            await advance(context, uid, fresh, new_nonce, secret=secret, notes=notes)
+        return
+    data = dict(flow.data)
+    if step is not Step.KEY:  # skipped ahead by pasting the key: defaults for the rest
+        data.setdefault("provider", None)
+        data.update(auto=data.get("provider") is None, label_done=True)
+    held = await take_key(context, uid, data, nonce, secret, message)
+    if held is None:
+        return
+    if step is Step.URL:
+        held.append(t(KEY_BEFORE_URL, hint=_e(secret.hint)))
+    await advance(context, uid, data, nonce, secret=secret, notes=held)
 
 
 def _step(flow: Flow) -> Step | None:
@@ -517,6 +642,16 @@ def _step(flow: Flow) -> Step | None:
 
 
 # -- buttons ------------------------------------------------------------------------------
+
+#: Which button actions each step accepts (anything else is an expired button).
+_ACCEPTS = {
+    "p": (Step.PROVIDER, Step.PICK),
+    "pg": (Step.PROVIDER, Step.PICK),
+    "skip": (Step.LABEL,),
+    "save": (Step.CONFIRM,),
+    "drop": (Step.CONFIRM, Step.OFFER, Step.RESUME),
+    "go": (Step.OFFER, Step.RESUME),
+}
 
 
 async def on_button(update: Update, context: BotContext) -> None:
@@ -529,23 +664,32 @@ async def on_button(update: Update, context: BotContext) -> None:
     cb = callbacks.decode(query.data, PREFIX)
     adding = context.services.adding
     flow = await adding.flow(user.id)
-    expected = {"p": (Step.PROVIDER, Step.PICK), "skip": (Step.LABEL,),
-                "save": (Step.CONFIRM,), "drop": (Step.CONFIRM,)}  # fmt: skip
     nonce = cb.args[-1] if cb is not None and cb.args else ""
     if (
         cb is None
         or flow is None
         or flow.nonce != nonce
-        or _step(flow) not in expected.get(cb.action, ())
+        or _step(flow) not in _ACCEPTS.get(cb.action, ())
         or not is_private(update)
     ):
         await query.answer(t(EXPIRED))
         return
-    data = dict(flow.data)
+    data = {k: v for k, v in flow.data.items() if k != "by"}
+    if cb.action == "pg":
+        name = cb.arg(0)
+        if name not in PAGES:
+            await query.answer(t(EXPIRED))
+            return
+        await query.answer()
+        text, markup = picker_page(context, name, flow.nonce, data)
+        await _edit(query.message, text, markup)
+        return
     if cb.action == "p":
         choice = cb.arg(0)
         if choice == AUTO and flow.step == Step.PROVIDER:
             data.update(provider=None, auto=True)
+        elif choice == SITE:
+            data.update(provider=None, site=True, url=None, candidates=None)
         else:
             try:
                 context.services.billing.provider(choice)
@@ -572,6 +716,47 @@ async def on_button(update: Update, context: BotContext) -> None:
     await advance(context, user.id, data, flow.nonce, sealed=flow.has_secret)
 
 
+async def _edit(message: object, text: str, markup: InlineKeyboardMarkup) -> None:
+    """Turn the picker's page in place; pressing the page it shows is not an error."""
+    if not isinstance(message, Message):
+        return
+    try:
+        await message.edit_text(text, reply_markup=markup)
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            raise
+
+
+# -- keys whose saving was interrupted ----------------------------------------------------
+
+
+async def resume_interrupted(context: BotContext) -> None:
+    """A job: tell each owner of a key whose saving a crash cut short, and offer to save it
+    (or say it was saved after all). Each such key is claimed by one process only."""
+    services = context.bot_data.services
+    if services is None:
+        return
+    for item in await services.adding.interrupted():
+        profile = await services.users.touch(item.user_id)
+        t = translator(resolve_language(profile.language, None))
+        hint = _e(item.hint)
+        markup = None
+        if item.saved is not None:
+            text = t(INTERRUPTED_SAVED, hint=hint, label=_e(item.saved.label))
+        else:
+            text = t(INTERRUPTED, hint=hint)
+            markup = _buttons(
+                t,
+                (SAVE_NOW, callbacks.encode(PREFIX, "go", item.nonce)),
+                (DONT_SAVE, callbacks.encode(PREFIX, "drop", item.nonce)),
+            )
+        try:
+            await context.bot.send_message(item.user_id, text, reply_markup=markup)
+        except TelegramError as exc:  # blocked, gone: the flow expires on its own
+            log.info("could not tell user %s about an interrupted key: %s", item.user_id,
+                     type(exc).__name__)  # fmt: skip
+
+
 # -- /cancel ------------------------------------------------------------------------------
 
 
@@ -589,3 +774,4 @@ def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler("cancel", cmd_cancel, filters=new & filters.ChatType.PRIVATE))
     app.add_handler(CallbackQueryHandler(on_button, pattern=callbacks.pattern(PREFIX)))
     fallback.on_flow_text(KIND, on_text)
+    fallback.on_stray_key(stray_key)

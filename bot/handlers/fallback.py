@@ -3,8 +3,10 @@
 Registered last. Plain text in a private chat is routed here; if the user has an open
 flow (a row in `flows`), the feature that owns its `kind` gets the message — features
 call `on_flow_text(kind, handler)` to claim their kind. Otherwise the text is outside
-any flow: a key-shaped text is deleted (and the user pointed to /add), anything else
-gets a short hint. Nothing here ever stores a key.
+any flow: a key-shaped text goes to the /add feature, which seals it, deletes the message
+and offers to add it (`on_stray_key`); a key-shaped caption, edit or command argument is
+deleted and the user pointed to /add; anything else gets a short hint. Nothing here ever
+stores a key.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from bot.services.flows import Flow
 from bot.services.keyshape import looks_like_key
 
 FlowTextHandler = Callable[[Update, BotContext, Flow], Awaitable[None]]
+StrayKeyHandler = Callable[[Update, BotContext], Awaitable[None]]
 _FLOW_HANDLERS: dict[str, FlowTextHandler] = {}
+_STRAY_KEY: list[StrayKeyHandler] = []  # /add offers to add it (bot/handlers/add.py)
 
 UNKNOWN_COMMAND = N_("I don't know that command. Send /help to see what I can do.")
 HINT = N_("I didn't understand that. Send /help to see what I can do.")
@@ -51,6 +55,12 @@ def on_flow_text(kind: str, handler: FlowTextHandler) -> None:
     _FLOW_HANDLERS[kind] = handler
 
 
+def on_stray_key(handler: StrayKeyHandler) -> None:
+    """Claim key-shaped private text outside any flow (the /add feature offers to add it).
+    Unclaimed, such text is deleted and the user pointed to /add."""
+    _STRAY_KEY[:] = [handler]
+
+
 async def warn_key(update: Update, context: BotContext) -> None:
     """Delete a key-shaped message outside any flow and say so; never keep it."""
     message = update.effective_message
@@ -72,6 +82,9 @@ async def private_text(update: Update, context: BotContext) -> None:
             await handler(update, context, flow)
             return
     if looks_like_key(message.text or message.caption):
+        if message.text is not None and _STRAY_KEY and not message.text.startswith("/"):
+            await _STRAY_KEY[0](update, context)
+            return
         await warn_key(update, context)
         return
     await message.reply_text(context.t(HINT))

@@ -1,15 +1,23 @@
 """Adding a key: the rules behind /add, shared by the guided and the one-line form.
 
 The plaintext key is only ever in memory (as `Secret`) for the duration of one update.
-If the dialogue needs one more answer after the key arrived (ambiguous provider, a
-relay without base URL, a rejected key awaiting "save anyway"), the key is sealed into
-the user's flow row by `FlowStore` — encrypted, bound to that flow instance.
+The moment a key arrives it is sealed into the user's flow row (`hold`: encrypted by
+`FlowStore`, bound to that flow instance) and committed — only then may the message that
+carried it be deleted. From there the dialogue goes on (ambiguous provider, a relay
+without base URL, a rejected key awaiting "save anyway") or the key is checked and saved
+(step SAVING). A process killed in between leaves the sealed key behind, never a lost
+one: `interrupted()` finds such flows and the handler asks the user whether to save it.
+
+Providers are found from the key's shape (`BillingService.detect`) or, for a self-hosted
+site given by its address, from the site itself without the key
+(`BillingService.detect_family`); `provider=` always overrides both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -18,7 +26,7 @@ from bot.billing.models import CheckOutcome, KeyRequest
 from bot.billing.service import BillingService
 from bot.secret import Secret
 from bot.services.balances import BalanceService, ManualCheckLimiter
-from bot.services.flows import Flow, FlowStore
+from bot.services.flows import WORKING, Flow, FlowStore
 from bot.services.keys import (
     MAX_KEYS_PER_USER,
     InvalidLabel,
@@ -40,21 +48,30 @@ class Step(StrEnum):
     URL = "url"  # send the base URL
     LABEL = "label"  # send a label or press Skip
     KEY = "key"  # send the key
-    PICK = "pick"  # key sealed; press the provider it belongs to
+    PICK = "pick"  # press the provider (the key sealed, or a site that matched no family)
     CONFIRM = "confirm"  # key sealed, provider rejected it; save anyway?
+    OFFER = "offer"  # key pasted without a command, sealed: add it?
+    RESUME = "resume"  # key sealed, its saving was interrupted: save it now?
+    SAVING = WORKING  # key sealed, being checked and saved (bot/services/flows.py)
     DONE = "done"  # everything known: save now
 
 
 def next_step(data: Mapping[str, Any], has_key: bool, needs_url: Callable[[str], bool]) -> Step:
     """The first missing piece, in the order the guided dialogue asks for them.
 
-    URL and label are asked *before* the key, so in the guided form the key is saved
-    the moment it arrives and never has to wait anywhere.
+    URL and label are asked *before* the key, so in the guided form the key is checked
+    and saved the moment it arrives. "Detect from the site" (`site`) asks the URL first
+    and the site then names its software (or the user does, from `candidates`).
     """
     provider = data.get("provider")
-    if provider is None and not data.get("auto") and not has_key:
-        return Step.PROVIDER
-    if provider and needs_url(provider) and not data.get("url"):
+    if provider is None:
+        if data.get("site") and not data.get("url"):
+            return Step.URL
+        if data.get("candidates") is not None and (has_key or data.get("site")):
+            return Step.PICK
+        if not data.get("auto") and not has_key and not data.get("site"):
+            return Step.PROVIDER
+    elif needs_url(provider) and not data.get("url"):
         return Step.URL
     if not data.get("label_done") and not has_key:
         return Step.LABEL
@@ -63,6 +80,14 @@ def next_step(data: Mapping[str, Any], has_key: bool, needs_url: Callable[[str],
     if provider is None:
         return Step.PICK
     return Step.DONE
+
+
+class Why(StrEnum):
+    """Why the user is asked to pick the provider (the handler says it)."""
+
+    SHARED_PREFIX = "prefix"  # e.g. a bare sk- key: several providers use that shape
+    UNKNOWN_SHAPE = "shape"  # no provider recognises the key's shape
+    SITE = "site"  # the site's software matched no family
 
 
 class Status(StrEnum):
@@ -90,10 +115,24 @@ class AddResult:
     check: CheckOutcome | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """A key whose saving was cut short (the process died): what to tell its owner."""
+
+    user_id: int
+    nonce: str
+    hint: str
+    saved: KeyView | None = None  # it was saved after all (the crash came after the commit)
+
+
 def is_rejected(outcome: CheckOutcome | None) -> bool:
     error = outcome.error if outcome is not None else None
     return isinstance(error, BillingError) and error.kind is ErrorKind.KEY_REJECTED
 
+
+#: A key being saved for longer than this was abandoned (a check ends within 45 s, with
+#: its retries; docs/security.md §4.5). Another replica may still be at it before then.
+STALE_AFTER = timedelta(seconds=90)
 
 #: First checks of new keys per user and hour. Without a cap the bot would be a free
 #: oracle for testing stolen keys (docs/security.md §T13). Per process, like the /balance cap.
@@ -120,6 +159,9 @@ class AddService:
         self.flows = flows
         self.balances = balances  # records the first check as the key's status
         self.limiter = limiter or new_add_limiter()
+        #: SQLite serves one bot process (docs/architecture.md): another process's saving
+        #: flow is abandoned at once. On PostgreSQL replicas wait for STALE_AFTER.
+        self.single_instance = keys.db.is_sqlite
 
     # -- the dialogue ------------------------------------------------------------------
 
@@ -136,6 +178,57 @@ class AddService:
     async def sealed_key(self, user_id: int, nonce: str) -> Secret | None:
         """The key waiting in the dialogue with this nonce (None: gone or expired)."""
         return await self.flows.secret(user_id, nonce)
+
+    async def hold(
+        self,
+        user_id: int,
+        data: Mapping[str, Any],
+        nonce: str,
+        secret: Secret,
+        *,
+        step: Step = Step.SAVING,
+    ) -> KeyView | None:
+        """A key arrived: the first thing done with it, before its message is deleted.
+
+        A key the user already saved is named at once (returned; nothing kept; a flow that
+        was waiting for this key ends). Otherwise the key is sealed into the user's flow at
+        `step` and committed, so that from here on a crash leaves it recoverable.
+        """
+        same = await self.duplicate_of(user_id, secret)
+        if same is not None:
+            flow = await self.flows.get(user_id, KIND)
+            if flow is not None and flow.nonce == nonce:
+                await self.flows.clear(user_id)
+            return same
+        data = {**data, "hint": secret.hint, "by": self.flows.instance}
+        await self.flows.set(user_id, KIND, step, data, nonce=nonce, secret=secret)
+        return None
+
+    async def interrupted(self) -> list[Interrupted]:
+        """Keys whose saving was cut short, each claimed by this process to tell its owner.
+
+        A flow still at SAVING that no live process works on (another process's on SQLite,
+        any older than STALE_AFTER) moves to RESUME; a key that turns out saved already
+        ends its flow and is reported as saved.
+        """
+        found: list[Interrupted] = []
+        now = self.flows.clock()
+        for flow in await self.flows.working(KIND):
+            age = now - (flow.updated_at or now)
+            mine = flow.data.get("by") == self.flows.instance
+            if age < STALE_AFTER and (mine or not self.single_instance):
+                continue
+            data = {k: v for k, v in flow.data.items() if k != "by"}
+            if not await self.flows.claim(flow.user_id, flow.nonce, Step.SAVING, Step.RESUME, data):
+                continue  # another process got there first
+            hint = str(data.get("hint", ""))
+            secret = await self.flows.secret(flow.user_id, flow.nonce)
+            same = await self.duplicate_of(flow.user_id, secret) if secret is not None else None
+            if same is not None or secret is None:
+                await self.flows.clear(flow.user_id)
+            if secret is not None:
+                found.append(Interrupted(flow.user_id, flow.nonce, hint, same))
+        return found
 
     async def cancel(self, user_id: int) -> bool:
         """Forget the user's dialogue (of any kind) and a key waiting in it; True if one was."""
@@ -163,21 +256,30 @@ class AddService:
         A key that arrives before the provider is known is detected from its shape;
         when it must wait for another answer it is sealed into the flow row.
         """
-        data = dict(data)
+        data = {k: v for k, v in data.items() if k != "by"}
+        has_key = secret is not None or sealed
         if secret is not None:
             data["hint"] = secret.hint
-            if data.get("provider") is None:
-                found = self.billing.detect(secret.reveal(), data.get("url"))
-                if len(found) == 1:
-                    data["provider"] = found[0].id
-                else:
-                    data["candidates"] = [p.id for p in found]
-        step = next_step(data, secret is not None or sealed, self.needs_url)
+        if (
+            data.get("provider") is None
+            and data.get("candidates") is None
+            and (has_key or (data.get("site") and data.get("url")))
+        ):
+            if secret is None and sealed:
+                secret = await self.flows.secret(user_id, nonce)
+                if secret is None:  # the sealed key expired meanwhile
+                    await self.flows.clear(user_id)
+                    return Next(Step.DONE, data, None)
+            data.update(await self._detect(secret, data.get("url")))
+        step = next_step(data, has_key, self.needs_url)
         if step is Step.DONE:
             if secret is None:
                 secret = await self.flows.secret(user_id, nonce)
             if secret is None:
                 await self.flows.clear(user_id)
+                return Next(step, data, None)
+            saving = {**data, "by": self.flows.instance}
+            await self.flows.set(user_id, KIND, Step.SAVING, saving, nonce=nonce, secret=secret)
             return Next(step, data, secret)
         if secret is not None:
             await self.flows.set(user_id, KIND, step, data, nonce=nonce, secret=secret)
@@ -189,6 +291,30 @@ class AddService:
             taken = {k.label for k in await self.keys.list(user_id)}
             default = next_label(provider, taken)
         return Next(step, data, default_label=default)
+
+    async def _detect(self, secret: Secret | None, url: str | None) -> dict[str, Any]:
+        """The provider (or the candidates and why) from the key's shape or the site.
+
+        With a base URL, a key whose shape names one self-hosted kind (`cr_…`) needs no
+        probe; else the site is asked which software it runs, without the key. Without a
+        URL, the shape decides: one match is taken, several or none are asked.
+        """
+        shaped = self.billing.detect(secret.reveal()) if secret is not None else []
+        if url:
+            if len(shaped) == 1 and shaped[0].needs_base_url:
+                return {"provider": shaped[0].id}
+            try:
+                family = await self.billing.detect_family(url)
+            except BillingError:  # refused by the guard: the check will say so in words
+                family = None
+            if family is not None and self.needs_url(family.provider):
+                return {"provider": family.provider, "family": family.value}
+            sites = [p.id for p in self.billing.providers() if p.needs_base_url]
+            return {"candidates": sites, "why": Why.SITE.value}
+        if len(shaped) == 1:
+            return {"provider": shaped[0].id}
+        why = Why.SHARED_PREFIX if shaped else Why.UNKNOWN_SHAPE
+        return {"candidates": [p.id for p in shaped], "why": why.value}
 
     async def finish(
         self,

@@ -133,3 +133,23 @@ def looks_like_key(text: str | None, providers: Iterable[Provider] | None = None
     if not text:
         return False
     return any(_keyish_token(m.group(0), providers) for m in _TOKEN.finditer(text[:MAX_SCAN_CHARS]))
+
+
+def single_key(text: str | None, providers: Iterable[Provider] | None = None) -> str | None:
+    """The one key a message carries — the whole text, or its only key-shaped word that
+    passes `key_problem` (`my key: sk-…`) — or None (no key, or several)."""
+    if not text:
+        return None
+    whole = text.strip()
+    if key_problem(whole, providers) is None:
+        return whole
+    found: set[str] = set()
+    for match in _TOKEN.finditer(text[:MAX_SCAN_CHARS]):
+        token = match.group(0).strip(".,:;")
+        if not _keyish_token(token, providers):
+            continue
+        # `label:sk-…`: the part a provider claims is the key
+        parts = [p for p in token.split(":") if provider_claims(p, providers)]
+        found.add(parts[0] if len(parts) == 1 else token)
+    valid = [token for token in found if key_problem(token, providers) is None]
+    return valid[0] if len(valid) == 1 else None

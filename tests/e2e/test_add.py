@@ -57,6 +57,13 @@ async def press(bot: RunningBot, user: FakeUser, msg: BotMessage, text: str) -> 
     return qid
 
 
+async def choose(bot: RunningBot, user: FakeUser, menu: BotMessage, page: str, title: str) -> None:
+    """Turn the provider picker to `page` (it edits in place), then press `title`."""
+    await press(bot, user, menu, page)
+    turned = await bot.tg.wait_for_reply(user, predicate=lambda m: m.edited)
+    await press(bot, user, turned, title)
+
+
 async def stored_keys(bot: RunningBot, user_id: int) -> list[ApiKey]:
     async with bot.services.db.session() as s:
         return list((await s.scalars(select(ApiKey).where(ApiKey.owner_id == user_id))).all())
@@ -106,10 +113,12 @@ async def test_guided_relay_flow_with_buttons(make_settings) -> None:
         ann = bot.tg.user(1001, "Ann")
         await bot.tg.send(ann, "/add")
         menu = await reply(bot, ann)
-        texts = [b.text for b in menu.buttons()]
-        assert len(texts) == len(bot.services.billing.providers()) + 1
-        assert any("DeepSeek" in x for x in texts) and any("Detect" in x for x in texts)
-        await press(bot, ann, menu, "relay")
+        assert "Detect" in menu.reply_markup[0][0].text
+        assert any(b.text == "DeepSeek" for b in menu.buttons())
+        await press(bot, ann, menu, "Self-hosted")
+        relays = await bot.tg.wait_for_reply(ann, predicate=lambda m: m.edited)
+        assert relays.message_id == menu.message_id  # the page turns in place
+        await press(bot, ann, relays, "OpenAI-compatible relay")
         assert "base URL" in (await reply(bot, ann)).text
         await bot.tg.send(ann, bot.providers.url)
         label_prompt = await reply(bot, ann)
@@ -135,7 +144,7 @@ async def test_guided_label_with_html_and_refused_url(make_settings) -> None:
         script_relay(bot)
         ann = bot.tg.user(1001, "Ann")
         await bot.tg.send(ann, "/add")
-        await press(bot, ann, await reply(bot, ann), "relay")
+        await choose(bot, ann, await reply(bot, ann), "Self-hosted", "OpenAI-compatible relay")
         await reply(bot, ann)
         await bot.tg.send(ann, "https://169.254.169.254")
         refused = await reply(bot, ann)
@@ -238,7 +247,7 @@ async def test_ambiguous_key_then_relay_asks_url(make_settings) -> None:
         await assert_nowhere(bot, key)
 
 
-async def test_url_implies_relay_and_unknown_provider_lists_ids(make_settings) -> None:
+async def test_unknown_provider_lists_ids_and_provider_with_url_is_taken(make_settings) -> None:
     async with running_bot(make_settings) as bot:
         script_relay(bot)
         ann = bot.tg.user(1001, "Ann")
@@ -246,7 +255,7 @@ async def test_url_implies_relay_and_unknown_provider_lists_ids(make_settings) -
         listing = await reply(bot, ann)
         assert "nope" in listing.text and "deepseek" in listing.text and "relay" in listing.text
         key = canary()
-        await bot.tg.send(ann, f"/add {key} url={bot.providers.url}")
+        await bot.tg.send(ann, f"/add {key} url={bot.providers.url} provider=relay")
         assert "Saved relay" in (await reply(bot, ann)).text
         [row] = await stored_keys(bot, ann.id)
         assert row.base_url == bot.providers.url
@@ -335,9 +344,12 @@ async def test_cancel_mid_flow_stores_nothing(make_settings) -> None:
         assert "Cancelled" in (await reply(bot, ann)).text
         assert await flow_row(bot, ann.id) is None
         key = canary()
-        mid = await bot.tg.send(ann, key)  # outside a flow now: deleted, pointed to /add
-        assert "/add" in (await reply(bot, ann)).text
+        mid = await bot.tg.send(ann, key)  # outside a flow now: deleted, offered
+        offer = await reply(bot, ann)
+        assert "Add it to your keys?" in offer.text
         assert deletions_of(bot, ann.id, mid) == 1
+        await press(bot, ann, offer, "Don't save")
+        assert "Nothing was stored" in (await reply(bot, ann)).text
         assert await stored_keys(bot, ann.id) == []
         await bot.tg.send(ann, "/cancel")
         assert "nothing to cancel" in (await reply(bot, ann)).text
@@ -366,7 +378,8 @@ async def test_flow_survives_a_restart(make_settings) -> None:
         async with running_bot(make_settings, tg=tg, providers=providers) as bot:
             script_relay(bot)
             await tg.send(ann, "/add")
-            await press(bot, ann, await reply(bot, ann), "relay")
+            menu = await reply(bot, ann)
+            await choose(bot, ann, menu, "Self-hosted", "OpenAI-compatible relay")
             await reply(bot, ann)
             await tg.send(ann, providers.url)
             assert "name" in (await reply(bot, ann)).text

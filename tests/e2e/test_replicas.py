@@ -110,7 +110,10 @@ async def test_guided_add_across_two_replicas_then_balance(
             await tg.send(ann, "/start")
             await reply()
             await tg.send(ann, "/add")
-            await press(await reply(), "relay")
+            menu = await reply()
+            await press(menu, "Self-hosted")  # the picker turns its page in place
+            relays = await tg.wait_for_reply(ann, timeout=15, predicate=lambda m: m.edited)
+            await press(relays, "OpenAI-compatible relay")
             assert "base URL" in (await reply()).text
             await tg.send(ann, providers.url)
             await press(await reply(), "Skip")
