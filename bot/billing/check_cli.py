@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import os
 import sys
+import textwrap
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TextIO
 
@@ -28,6 +29,7 @@ from bot.billing.models import (
 )
 from bot.billing.providers.base import Provider
 from bot.billing.service import BillingService
+from bot.billing.ssrf import UrlRefusal
 from bot.secret import Secret
 from bot.settings import Settings
 
@@ -62,14 +64,72 @@ EXPLAIN: dict[ErrorKind, str] = {
 }
 
 
+NO_KEY_ARGUMENT = "keys are never taken on the command line; use --key-env or --key-file"
+DESCRIPTION = (
+    "Check one API key's balance, quota or validity at its provider and print what the "
+    "provider reports, without Telegram and without a database. The key is read from an "
+    "environment variable (--key-env) or a file (--key-file), never from the command line: "
+    "arguments are visible to other users in `ps` and stay in shell history. Exit status: "
+    "0 checked, 1 the check failed, 2 wrong usage."
+)
+
+
+class _RefuseKey(argparse.Action):
+    """`--key …` (or a key as a bare argument): refused, and the value never printed."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        kwargs.setdefault("nargs", "?")
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string is None and not values:  # no stray argument: nothing to refuse
+            setattr(namespace, self.dest, [])
+            return
+        parser.error(NO_KEY_ARGUMENT)
+
+
+def _epilog() -> str:
+    from bot.billing.registry import default_registry
+
+    ids = sorted(default_registry())
+    lines, line = [], "  "
+    for pid in ids:
+        if len(line) + len(pid) > 78:
+            lines.append(line.rstrip())
+            line = "  "
+        line += pid + "  "
+    lines.append(line.rstrip())
+    selfhosted = ", ".join(p.id for p in default_registry().ordered() if p.needs_base_url)
+    return (
+        "provider ids:\n" + "\n".join(lines) + "\n"
+        "plus any provider declared in PROVIDERS_FILE.\n"
+        f"Self-hosted ones need --url: {selfhosted}.\n\n"
+        "example:\n  DS_KEY=sk-… balance-bot check --provider deepseek --key-env DS_KEY"
+    )
+
+
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `balance-bot check`; the key itself is deliberately not one of them."""
-    parser.add_argument("--provider", required=True, metavar="ID", help="provider id")
+    parser.description = textwrap.fill(DESCRIPTION, 78)
+    parser.epilog = _epilog()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.allow_abbrev = False  # `--key=…` must never be read as an abbreviation
+    parser.add_argument(
+        "--provider", required=True, metavar="ID", help="provider id (listed below)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--key-env", metavar="VAR", help="environment variable holding the key")
     source.add_argument("--key-file", metavar="PATH", help="file holding the key")
-    parser.add_argument("--url", metavar="URL", help="base URL (required for relays)")
+    source.add_argument("--key", "--api-key", action=_RefuseKey, help=argparse.SUPPRESS)
+    parser.add_argument("--url", metavar="URL", help="the site's base URL (self-hosted relays)")
     parser.add_argument("--currency", metavar="CODE", help="currency option, e.g. CNY")
+    parser.add_argument("stray", nargs="*", action=_RefuseKey, help=argparse.SUPPRESS)
 
 
 def main_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -127,7 +187,7 @@ async def run_check(
             try:
                 base_url = svc.validate_base_url(url)
             except BillingError as exc:
-                say(f"error: {EXPLAIN[ErrorKind.URL_REFUSED]} ({exc.detail})")
+                say(f"error: {url_refused(exc)}")
                 return EXIT_FAILED
         elif provider.needs_base_url and not settings.provider_base_url(provider.id):
             say(f"error: provider {provider.id!r} needs --url (the relay's base URL)")
@@ -157,6 +217,35 @@ async def run_check(
     return EXIT_FAILED
 
 
+#: Refusals that ALLOW_PRIVATE_BASE_URLS lifts (docs/security.md §4.6): the operator may
+#: allow a relay on their own network; metadata, tunnelled and reserved addresses never.
+_PRIVATE_FIXES = frozenset(
+    {
+        UrlRefusal.NOT_HTTPS,
+        UrlRefusal.NON_STANDARD_PORT,
+        UrlRefusal.INTERNAL_NAME,
+        UrlRefusal.SINGLE_LABEL,
+        UrlRefusal.PRIVATE,
+        UrlRefusal.CGNAT,
+        UrlRefusal.LOOPBACK,
+    }
+)
+
+
+def url_refused(error: BillingError) -> str:
+    """One sentence: why the base URL was refused, and the setting that lifts it if any."""
+    reason = error.reason if isinstance(error.reason, UrlRefusal) else None
+    if reason is UrlRefusal.NOT_HTTPS:
+        why = "the base URL must start with https://, because the key is sent to it"
+    else:
+        why = f"the base URL was refused: {reason.value if reason else error.detail}"
+    if reason in _PRIVATE_FIXES:
+        why += (
+            "; for a relay on your own network, the operator can set ALLOW_PRIVATE_BASE_URLS=true"
+        )
+    return why + "."
+
+
 class _Usage(Exception):
     """A problem with how the command was called; the message is safe to print."""
 
@@ -181,8 +270,26 @@ def _read_key(key_env: str | None, key_file: str | None) -> Secret:
     return Secret(value)
 
 
-def _money(value: Decimal, currency: str | None) -> str:
-    text = format(value, "f")
+def amount(value: Decimal, *, money: bool = True) -> str:
+    """One rule for every provider: 2 decimals (below 1, enough for 2 significant digits,
+    at most 6); counts of points, characters or tokens without decimals when whole."""
+    if not value.is_finite():
+        return str(value)
+    if not money and value == value.to_integral_value():
+        return f"{value.quantize(Decimal(1)):f}"
+    places = 2
+    magnitude = abs(value)
+    if 0 < magnitude < 1:
+        places = min(6, max(2, -magnitude.adjusted() + 1))
+    text = f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):f}"
+    if places > 2:  # 0.024700 → 0.0247, keeping two decimals at least
+        whole, frac = text.split(".")
+        text = f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
+    return text
+
+
+def _money(value: Decimal, currency: str | None, *, money: bool = True) -> str:
+    text = amount(value, money=money)
     return f"{text} {currency}" if currency else text
 
 
@@ -206,10 +313,11 @@ def _window(window: Window) -> str:
     if window.state is not WindowState.OK:
         parts.append(window.state.value)
     if window.used is not None:
-        unit = window.currency if window.unit is Unit.MONEY else window.unit.value
-        used = format(window.used, "f")
+        is_money = window.unit is Unit.MONEY
+        unit = window.currency if is_money else window.unit.value
+        used = amount(window.used, money=is_money)
         if window.limit is not None:
-            used += f" of {format(window.limit, 'f')}"
+            used += f" of {amount(window.limit, money=is_money)}"
         parts.append(f"used {used} {unit or ''}".rstrip())
     pct = window.percent_used
     if pct is not None and window.state is WindowState.OK:
@@ -223,6 +331,7 @@ def format_result(result: BalanceResult, provider: Provider | None = None) -> li
     """Plain-text lines for one result; only figures the provider actually gave."""
     lines: list[str] = []
     cur = result.currency or (result.unit.value if result.unit is not None else None)
+    is_money = result.unit is None or result.unit is Unit.MONEY
     est = " (estimate)" if result.estimate else ""
     if result.kind is FigureKind.VALIDITY:
         lines.append("status:    valid — no balance API")
@@ -232,9 +341,9 @@ def format_result(result: BalanceResult, provider: Provider | None = None) -> li
     elif result.kind is FigureKind.SPEND:
         if result.used is not None:
             since = f" since {_when(result.period_start)}" if result.period_start else ""
-            lines.append(f"spent:     {_money(result.used, cur)}{since}")
+            lines.append(f"spent:     {_money(result.used, cur, money=is_money)}{since}")
         if result.remaining is not None:
-            lines.append(f"remaining: {_money(result.remaining, cur)}{est}")
+            lines.append(f"remaining: {_money(result.remaining, cur, money=is_money)}{est}")
     elif result.kind is FigureKind.QUOTA:
         if not result.windows:
             lines.append("windows:   not reported")
@@ -242,13 +351,13 @@ def format_result(result: BalanceResult, provider: Provider | None = None) -> li
         if result.unlimited:
             lines.append("remaining: unlimited")
         elif result.remaining is not None:
-            lines.append(f"remaining: {_money(result.remaining, cur)}{est}")
+            lines.append(f"remaining: {_money(result.remaining, cur, money=is_money)}{est}")
         else:
             lines.append("remaining: not reported")
         if result.total is not None:
-            lines.append(f"total:     {_money(result.total, cur)}")
+            lines.append(f"total:     {_money(result.total, cur, money=is_money)}")
         if result.used is not None:
-            lines.append(f"used:      {_money(result.used, cur)}")
+            lines.append(f"used:      {_money(result.used, cur, money=is_money)}")
     if result.currency:
         lines.append(f"currency:  {result.currency}")
     if result.expires_at is not None:

@@ -12,6 +12,7 @@ import pytest
 from bot.billing.check_cli import (
     EXPLAIN,
     add_check_arguments,
+    amount,
     format_error,
     format_result,
     main_check,
@@ -86,7 +87,7 @@ async def test_relay_needs_url(monkeypatch) -> None:
 async def test_refused_url(monkeypatch) -> None:
     monkeypatch.setenv("CHECK_KEY", KEY)
     code, text = await _run(settings(), provider="relay", url="https://169.254.169.254")
-    assert code == 1 and EXPLAIN[ErrorKind.URL_REFUSED] in text
+    assert code == 1 and "the base URL was refused" in text and "metadata" in text
 
 
 async def test_relay_with_url(server, monkeypatch) -> None:
@@ -178,8 +179,8 @@ def test_format_variants() -> None:
             extras={"plan": "pro\x1b[31m"},
         )
     )
-    assert "remaining: 10 USD" in full and "total:     25 USD" in full
-    assert "used:      15 USD" in full and "2026-12-01 00:00+00:00" in "\n".join(full)
+    assert "remaining: 10.00 USD" in full and "total:     25.00 USD" in full
+    assert "used:      15.00 USD" in full and "2026-12-01 00:00+00:00" in "\n".join(full)
     assert "state:     expired" in full
     assert all("\x1b" not in line for line in full)
 
@@ -191,7 +192,7 @@ def test_format_variants() -> None:
             period_start=datetime(2026, 11, 1, tzinfo=UTC),
         )
     )
-    assert spend[0].startswith("spent:     4.2 USD since 2026-11-01")
+    assert spend[0].startswith("spent:     4.20 USD since 2026-11-01")
 
     validity = format_result(_result(kind=FigureKind.VALIDITY))
     assert validity == ["status:    valid — no balance API"]
@@ -199,7 +200,26 @@ def test_format_variants() -> None:
     estimate = format_result(
         _result(kind=FigureKind.BALANCE, currency="USD", remaining=Decimal("3"), estimate=True)
     )
-    assert "remaining: 3 USD (estimate)" in estimate
+    assert "remaining: 3.00 USD (estimate)" in estimate
+
+
+@pytest.mark.parametrize(
+    ("value", "money", "shown"),
+    [
+        ("12.5", True, "12.50"),
+        ("110", True, "110.00"),
+        ("5384.70840195", True, "5384.71"),
+        ("1E+1", True, "10.00"),
+        ("0.0247", True, "0.025"),
+        ("0.5", True, "0.50"),
+        ("-3.456", True, "-3.46"),
+        ("0", True, "0.00"),
+        ("10000", False, "10000"),  # characters, points: whole counts stay whole
+        ("12.5", False, "12.50"),
+    ],
+)
+def test_amounts_have_one_rule_for_every_provider(value: str, money: bool, shown: str) -> None:
+    assert amount(Decimal(value), money=money) == shown
 
 
 def test_provider_explanations_replace_the_generic_words() -> None:

@@ -4,6 +4,7 @@ fake provider server scripted with the first successful case of that provider's 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,17 @@ from tests.e2e.procs import clean_env
 from tests.fakes.provider_server import FakeProviderServer
 
 KEY = "sk-test-0123456789abcdef0123"
+
+
+MONEY_LINE = re.compile(r"^(remaining|total|used|spent):\s+(-?\d+)(?:\.(\d+))? [A-Z]{3}\b", re.M)
+
+
+def assert_same_decimals(text: str) -> None:
+    """Money is printed alike for every provider: two decimals (more only below 1)."""
+    for m in MONEY_LINE.finditer(text):
+        decimals = len(m.group(3) or "")
+        small = m.group(2).lstrip("-") == "0"
+        assert decimals == 2 or (small and 2 <= decimals <= 6), m.group(0)
 
 
 def _first_success(provider_id: str) -> dict:
@@ -59,5 +71,6 @@ async def test_check_cli_for_every_provider(provider_id: str, tmp_path: Path) ->
         assert proc.returncode == 0, text
         assert key not in text
         assert server.count() >= 1
+        assert_same_decimals(text)
     finally:
         await server.stop()

@@ -342,7 +342,7 @@ async def test_check_cli_declared_provider_end_to_end(tmp_path: Path) -> None:
         await server.stop()
     assert code == 0, out + err
     assert "provider:  Acme AI (acme)" in out
-    assert "remaining: 12.50 USD" in out and "total:     20 USD" in out
+    assert "remaining: 12.50 USD" in out and "total:     20.00 USD" in out
     assert KEY not in out + err
     assert server.count("/v1/wallet") == 1
 
