@@ -186,6 +186,11 @@ class ProviderHttpClient:
             request = self._client.build_request(
                 method, url, headers=headers, params=params, content=content
             )
+        except UnicodeEncodeError:
+            # A header value outside ASCII: the key itself (URLs are IDNA-encoded and
+            # validated first). No provider can accept it; it is not the URL's fault.
+            # /add refuses such keys (bot/services/keyshape.py); older rows may hold one.
+            raise BillingError(ErrorKind.KEY_REJECTED, "key has non-ASCII characters") from None
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError):
             raise BillingError(ErrorKind.URL_REFUSED, "not a valid URL") from None
         if self._guard_allow_private is not None:

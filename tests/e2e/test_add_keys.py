@@ -12,6 +12,7 @@ import secrets
 
 from sqlalchemy import func, select
 
+from bot.secret import Secret
 from bot.storage.flows import FlowRow
 from tests.e2e.harness import RunningBot, running_bot
 from tests.e2e.test_add import (
@@ -170,3 +171,19 @@ async def test_blank_looking_labels_are_refused(make_settings) -> None:
         assert "would look blank" in (await reply(bot, ann)).text
         [row] = await stored_keys(bot, ann.id)
         assert row.label == "work"
+
+
+async def test_a_stored_non_ascii_key_is_not_reported_as_a_url_problem(make_settings) -> None:
+    """A key stored before keys were validated cannot go into a header: that is the key's
+    fault, and /balance says so instead of blaming an address (issue 11 item 8)."""
+    async with running_bot(make_settings) as bot:
+        bot.providers.reply("/user/balance", json=DEEPSEEK_OK)
+        ann = bot.tg.user(1001, "Ann")
+        legacy = "sk-legacy" + "ключ" + secrets.token_hex(12)
+        await bot.services.keys.add(ann.id, Secret(legacy), "deepseek", label="old")
+        await bot.tg.send(ann, "/balance")
+        answer = await bot.tg.wait_for_reply(ann, predicate=lambda m: "old" in (m.text or "")
+                                             and "Checking" not in m.text)  # fmt: skip
+        assert "rejected this key" in answer.text, answer.text
+        assert "base URL" not in answer.text
+        assert bot.providers.count() == 0
