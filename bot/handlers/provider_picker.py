@@ -2,7 +2,8 @@
 
 With ~30 providers one button per provider, each carrying its hint, no longer fits a phone
 (`Moonshot / Kimi (api.moonshot.cn, api.moonshot.ai)` is cut off). So the buttons carry
-only the short title, two per row, and the one-line hints are in the message text:
+only the short title (in the user's language), two per row, and the one-line hints are in
+the message text:
 
 * `main` — "🔍 Detect automatically" first (while no key is known), the providers ordered
   before FIRST_PAGE_ORDER, then "🏠 Self-hosted relay ›" and "More providers ›";
@@ -69,11 +70,18 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
+def title(t: Translator, p: Provider) -> str:
+    """The provider's name in the user's language (Moonshot（Kimi）in Chinese), as /balance
+    and /add's confirmation write it (titles are msgids, like hints)."""
+    return t(p.title)
+
+
 def hint_line(t: Translator, p: Provider) -> str:
-    """Title plus one-line hint; just the hint when it already names the provider."""
+    """Title plus one-line hint; just the hint when it already names the provider (decided
+    on the English texts, which every translation follows)."""
     first = p.title.split()[0] if p.title else ""
     hint = t(p.hint)
-    return hint if first and p.hint.startswith(first) else f"{p.title} · {hint}"
+    return hint if first and p.hint.startswith(first) else f"{title(t, p)} · {hint}"
 
 
 def on_page(providers: Sequence[Provider], page: str) -> list[Provider]:
@@ -92,9 +100,11 @@ def _pairs(buttons: list[InlineKeyboardButton]) -> list[list[InlineKeyboardButto
     return [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
 
 
-def _provider_rows(ps: Sequence[Provider], nonce: str) -> list[list[InlineKeyboardButton]]:
+def _provider_rows(
+    t: Translator, ps: Sequence[Provider], nonce: str
+) -> list[list[InlineKeyboardButton]]:
     return _pairs(
-        [InlineKeyboardButton(p.title, callback_data=_data("p", p.id, nonce)) for p in ps]
+        [InlineKeyboardButton(title(t, p), callback_data=_data("p", p.id, nonce)) for p in ps]
     )
 
 
@@ -126,7 +136,7 @@ def page(
         text = t(PICK_PROMPT, hint=_e(key_hint)) if key_hint else t(PROVIDER_PROMPT)
         if not waiting:
             rows.append([InlineKeyboardButton(t(DETECT), callback_data=_data("p", AUTO, nonce))])
-        rows += _provider_rows(shown, nonce)
+        rows += _provider_rows(t, shown, nonce)
         relay = InlineKeyboardButton(t(RELAY_PAGE), callback_data=_data("pg", "relay", nonce))
         more = InlineKeyboardButton(t(MORE_PAGE), callback_data=_data("pg", "more", nonce))
         rows.append([relay, more])
@@ -138,7 +148,7 @@ def page(
             rows.append(
                 [InlineKeyboardButton(t(DETECT_SITE), callback_data=_data("p", SITE, nonce))]
             )
-        rows += _provider_rows(shown, nonce)
+        rows += _provider_rows(t, shown, nonce)
         rows.append([InlineKeyboardButton(t(BACK), callback_data=_data("pg", "main", nonce))])
     hints = _hints(t, shown)
     return (f"{text}\n\n{hints}" if hints else text), InlineKeyboardMarkup(rows)
@@ -158,13 +168,13 @@ def _pick(
         text, markup = page(t, providers, "main", nonce, key_hint=key_hint or "…")
         return f"{t(WHY_SHAPE)}\n\n{text}", markup
     lines = [t(PICK_SITE) if why == "site" else t(PICK_PROMPT, hint=_e(key_hint or "…"))]
-    names = ", ".join(_e(p.title) for p in shown)
+    names = ", ".join(_e(title(t, p)) for p in shown)
     if why == "site":
         lines.append(t(WHY_SITE))
     elif why == "prefix" and len(shown) > 1:
         bare_sk = (key_hint or "").startswith("sk-")
         lines.append(t(WHY_SK if bare_sk else WHY_PREFIX, names=names))
-    rows = _provider_rows(shown, nonce)
+    rows = _provider_rows(t, shown, nonce)
     rows.append([InlineKeyboardButton(t(OTHER_PAGE), callback_data=_data("pg", "main", nonce))])
     text = "\n".join(lines) + "\n\n" + _hints(t, shown)
     return text, InlineKeyboardMarkup(rows)

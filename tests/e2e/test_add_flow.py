@@ -188,3 +188,34 @@ async def test_picker_pages_short_labels_and_why_a_bare_sk_key_is_asked(make_set
         assert "start with sk-" in pick.text
         await press(bot, ann, pick, "DeepSeek")
         assert "Saved deepseek" in (await reply(bot, ann)).text
+
+
+async def test_the_picker_names_providers_in_the_users_language(make_settings) -> None:
+    """Issue 12 item 12 and the picker of "beyond": the buttons, the hint lines and the
+    "why" of a bare sk- key say Moonshot（Kimi）in Chinese, as /balance and /add's
+    confirmation do — never the English title."""
+    async with running_bot(make_settings) as bot:
+        li = bot.tg.user(1002, "Li", language_code="zh-hans")
+        await bot.tg.send(li, "/add")
+        menu = await reply(bot, li)
+        texts = [b.text for b in menu.buttons()]
+        assert "Moonshot（Kimi）" in texts and "OpenAI（管理员密钥）" in texts, texts
+        assert not any("Moonshot (Kimi)" in x or "admin key" in x for x in texts), texts
+        await press(bot, li, menu, "自建中转站")
+        relay = await bot.tg.wait_for_reply(li, predicate=lambda m: m.edited)
+        assert "OpenAI 兼容中转站" in [b.text for b in relay.buttons()]
+        assert "OpenAI-compatible relay" not in relay.text + str(relay.buttons())
+        await press(bot, li, relay, "«")
+        menu = await bot.tg.wait_for_reply(li, predicate=lambda m: m.edited)
+        await press(bot, li, menu, "更多服务商")
+        more = await bot.tg.wait_for_reply(li, predicate=lambda m: m.edited)
+        more_texts = [b.text for b in more.buttons()]
+        assert "智谱 BigModel" in more_texts and "Vercel AI 网关" in more_texts, more_texts
+        assert "Zhipu" not in more.text and "Vercel AI Gateway" not in more.text
+        await bot.tg.send(li, "/cancel")
+        await reply(bot, li)
+        await bot.tg.send(li, f"/add {canary()}")  # bare sk-: the question says why, in Chinese
+        pick = await reply(bot, li)
+        assert "Moonshot（Kimi）" in pick.text and "OpenAI 兼容中转站" in pick.text, pick.text
+        assert "Moonshot (Kimi)" not in pick.text and "compatible" not in pick.text, pick.text
+        assert "Moonshot（Kimi）" in [b.text for b in pick.buttons()]
