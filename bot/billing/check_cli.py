@@ -95,9 +95,13 @@ class _RefuseKey(argparse.Action):
 
 
 def _epilog() -> str:
-    from bot.billing.registry import default_registry
+    # The help is written before any setting is read (a broken .env must not hide it), so
+    # it lists the bundled providers, straight from their package, and says that
+    # PROVIDERS_FILE adds more; the check itself uses registry_for(settings) (bot/cli.py).
+    from bot.billing.registry import discover
 
-    ids = sorted(default_registry())
+    bundled = discover()
+    ids = sorted(bundled)
     lines, line = [], "  "
     for pid in ids:
         if len(line) + len(pid) > 78:
@@ -105,7 +109,7 @@ def _epilog() -> str:
             line = "  "
         line += pid + "  "
     lines.append(line.rstrip())
-    selfhosted = ", ".join(p.id for p in default_registry().ordered() if p.needs_base_url)
+    selfhosted = ", ".join(p.id for p in bundled.ordered() if p.needs_base_url)
     return (
         "provider ids:\n" + "\n".join(lines) + "\n"
         "plus any provider declared in PROVIDERS_FILE.\n"

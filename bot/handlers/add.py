@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
@@ -27,6 +27,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.models import CheckOutcome, FigureKind
+from bot.billing.providers.base import Provider
 from bot.billing.ssrf import UrlRefusal
 from bot.context import BotContext
 from bot.handlers import alert_messages, callbacks, fallback, provider_picker
@@ -249,12 +250,12 @@ def _buttons(t: Translator, *pairs: tuple[str, str]) -> InlineKeyboardMarkup:
 # -- a key arrives -----------------------------------------------------------------------
 
 
-def key_in(text: str) -> tuple[Secret | None, KeyProblem | None]:
+def key_in(text: str, providers: Iterable[Provider]) -> tuple[Secret | None, KeyProblem | None]:
     """The key in a message meant to carry one: the whole text, or its one key-shaped word."""
-    problem = key_problem(text)
+    problem = key_problem(text, providers)
     if problem is None:
-        return clean_key(text), None
-    found = single_key(text)
+        return clean_key(text, providers), None
+    found = single_key(text, providers)
     return (Secret(found), None) if found is not None else (None, problem)
 
 
@@ -313,7 +314,7 @@ async def stray_key(update: Update, context: BotContext) -> None:
     """Key-shaped text in a private chat outside any flow (routed by bot/handlers/fallback.py)."""
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
-    found = single_key(message.text)
+    found = single_key(message.text, context.providers.values())
     if found is None:  # several keys, or nothing that could be added: remove it, say so
         await fallback.warn_key(update, context)
         return
@@ -481,7 +482,7 @@ async def cmd_add(update: Update, context: BotContext) -> None:
 
 async def drop_keyish(context: BotContext, message: Message, text: str | None) -> list[str]:
     """Delete a message that carries something key-shaped; the note to add if Telegram refused."""
-    if not looks_like_key(text) or await delete_message(message):
+    if not looks_like_key(text, context.providers.values()) or await delete_message(message):
         return []
     return [context.t(DELETE_FAILED)]
 
@@ -495,7 +496,7 @@ async def one_line(
     secret: Secret | None = None
     if raw_key:  # `/add provider=ID` alone: the guided dialogue, provider preset
         try:
-            secret = clean_key(raw_key)
+            secret = clean_key(raw_key, context.providers.values())
         except InvalidKey as exc:
             notes = await drop_keyish(context, message, message.text)
             await say(context, user_id, not_a_key(t, exc.problem), notes=notes)
@@ -539,7 +540,7 @@ async def one_line(
 async def label_problem(context: BotContext, user_id: int, raw: str) -> str | None:
     """Why this label can't be used (translated), or None."""
     t = context.t
-    if looks_like_key(raw):
+    if looks_like_key(raw, context.providers.values()):
         return t(LABEL_KEYISH)
     try:
         label = clean_label(raw)
@@ -567,8 +568,8 @@ async def on_text(update: Update, context: BotContext, flow: Flow) -> None:
         await context.services.adding.cancel(uid)
         await message.reply_text(t(FLOW_EXPIRED))
         return
-    if step is Step.KEY or looks_like_key(text):
-        secret, problem = key_in(text)
+    if step is Step.KEY or looks_like_key(text, context.providers.values()):
+        secret, problem = key_in(text, context.providers.values())
         if secret is None:
             assert problem is not None
             notes = await drop_keyish(context, message, text)

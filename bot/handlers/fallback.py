@@ -55,6 +55,11 @@ def on_flow_text(kind: str, handler: FlowTextHandler) -> None:
     _FLOW_HANDLERS[kind] = handler
 
 
+def _keyish(context: BotContext, text: str | None) -> bool:
+    """Key-shaped, as the injected registry's providers know keys (bot/services/keyshape.py)."""
+    return looks_like_key(text, context.providers.values())
+
+
 def on_stray_key(handler: StrayKeyHandler) -> None:
     """Claim key-shaped private text outside any flow (the /add feature offers to add it).
     Unclaimed, such text is deleted and the user pointed to /add."""
@@ -81,7 +86,7 @@ async def private_text(update: Update, context: BotContext) -> None:
         if flow is not None and handler is not None:
             await handler(update, context, flow)
             return
-    if looks_like_key(message.text or message.caption):
+    if _keyish(context, message.text or message.caption):
         if message.text is not None and _STRAY_KEY and not message.text.startswith("/"):
             await _STRAY_KEY[0](update, context)
             return
@@ -93,7 +98,7 @@ async def private_text(update: Update, context: BotContext) -> None:
 async def unknown_command(update: Update, context: BotContext) -> None:
     message = update.effective_message
     assert message is not None
-    if looks_like_key(message.text):
+    if _keyish(context, message.text):
         await warn_key(update, context)
         return
     await message.reply_text(context.t(UNKNOWN_COMMAND))
@@ -102,7 +107,7 @@ async def unknown_command(update: Update, context: BotContext) -> None:
 async def not_text(update: Update, context: BotContext) -> None:
     message = update.effective_message
     assert message is not None
-    if looks_like_key(message.caption):
+    if _keyish(context, message.caption):
         await warn_key(update, context)
         return
     await message.reply_text(context.t(NOT_TEXT))
@@ -111,7 +116,7 @@ async def not_text(update: Update, context: BotContext) -> None:
 async def edited(update: Update, context: BotContext) -> None:
     """An edit is never an answer to a flow step; a key edited into a message is removed."""
     message = update.effective_message
-    if message is None or not looks_like_key(message.text or message.caption):
+    if message is None or not _keyish(context, message.text or message.caption):
         return
     if is_private(update):
         await warn_key(update, context)
@@ -121,7 +126,7 @@ async def edited(update: Update, context: BotContext) -> None:
 
 async def group_text(update: Update, context: BotContext) -> None:
     message = update.effective_message
-    if message is None or not looks_like_key(message.text or message.caption):
+    if message is None or not _keyish(context, message.text or message.caption):
         return  # ordinary group chatter is none of our business
     await group_key(update, context)
 

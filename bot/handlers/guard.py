@@ -61,7 +61,8 @@ async def guard(update: Update, context: BotContext) -> None:
         await update.callback_query.answer(t(PRIVATE_ONLY), show_alert=True)
         raise ApplicationHandlerStop
     command = _command(update)
-    if command not in (None, "add") and looks_like_key(update.message.text):  # type: ignore[union-attr]
+    text = update.message.text if update.message is not None else None
+    if command not in (None, "add") and looks_like_key(text, context.providers.values()):
         # A key pasted as a command argument (`/balance sk-…`): delete it, never echo it.
         context.lang = resolve_language(None, user.language_code)
         await (fallback.warn_key if private else fallback.group_key)(update, context)

@@ -365,7 +365,7 @@ async def on_rename_text(update: Update, context: BotContext, flow: Flow) -> Non
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
     text = message.text or ""
-    if looks_like_key(text):
+    if looks_like_key(text, context.providers.values()):
         with contextlib.suppress(TelegramError):  # the warning below still tells the user
             await message.delete()
         await message.reply_text(context.t(T_LABEL_IS_KEY))

@@ -30,7 +30,9 @@ def teller(app: Any) -> Callable[[Update, bool], Awaitable[None]]:
 
     async def tell(update: Update, first: bool) -> None:
         chat, user, message = update.effective_chat, update.effective_user, update.message
-        if message is not None and looks_like_key(message.text or message.caption):
+        services = app.bot_data.services  # built before any update is processed
+        providers = services.providers.values() if services is not None else ()
+        if message is not None and looks_like_key(message.text or message.caption, providers):
             await delete_message(message)
         if not first or user is None:
             return

@@ -11,11 +11,12 @@ import contextlib
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.billing.models import KeyRequest
+from bot.billing.providers.base import Provider
 from bot.crypto.vault import KeyVault, RecordBinding, VaultError
 from bot.limits import MAX_LABEL
 from bot.secret import Secret
@@ -118,9 +119,10 @@ def clean_label(raw: str) -> str:
     return label
 
 
-def clean_key(raw: str) -> Secret:
-    """The key as a `Secret`, or InvalidKey: validated as a key before anything keeps it."""
-    problem = key_problem(raw)
+def clean_key(raw: str, providers: Iterable[Provider]) -> Secret:
+    """The key as a `Secret`, or InvalidKey: validated as a key before anything keeps it
+    (`providers`: the injected registry's, whose `detect()` knows the prefixes)."""
+    problem = key_problem(raw, providers)
     if problem is not None:
         raise InvalidKey(problem)
     return Secret(raw.strip())

@@ -15,8 +15,10 @@ Two questions, one notion of "key-shaped":
   random-looking token of 32+ characters with letters and digits. False positives only
   cost a warning; misses leave a key readable in a chat.
 
-Used by the handlers (guard, fallback, /add, /keys rename) and by the services; the
-registry is the bundled providers' (declared providers carry no key shape).
+Used by the handlers (guard, fallback, /add, /keys rename, the overflow teller) and by the
+services, always with the injected registry (`Services.providers`, the billing service's:
+docs/architecture.md); its declared providers carry no key shape, so the bundled ones'
+`detect()` is what answers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 from bot.billing.providers.base import Match, Provider
-from bot.billing.registry import default_registry
 
 MIN_KEY_CHARS = 20
 MAX_KEY_CHARS = 512
@@ -55,11 +56,7 @@ class KeyProblem(StrEnum):
     SHAPE = "shape"  # no provider's prefix and nothing random about it
 
 
-def _providers(providers: Iterable[Provider] | None) -> Iterable[Provider]:
-    return default_registry().values() if providers is None else providers
-
-
-def provider_claims(token: str, providers: Iterable[Provider] | None = None) -> bool:
+def provider_claims(token: str, providers: Iterable[Provider]) -> bool:
     """Does any provider recognise this token's shape (CERTAIN or POSSIBLE)?
 
     Asked as written and with a lower-cased prefix (`SK-…`, `XAI-…` pasted in capitals).
@@ -69,9 +66,7 @@ def provider_claims(token: str, providers: Iterable[Provider] | None = None) -> 
     if head and head.group(1) != head.group(1).lower():
         variants.append(head.group(1).lower() + token[head.end() :])
     return any(
-        provider.detect(variant) is not Match.NO
-        for provider in _providers(providers)
-        for variant in variants
+        provider.detect(variant) is not Match.NO for provider in providers for variant in variants
     )
 
 
@@ -90,7 +85,7 @@ def looks_random(token: str) -> bool:
     return _classes(token) >= 2
 
 
-def key_problem(raw: str, providers: Iterable[Provider] | None = None) -> KeyProblem | None:
+def key_problem(raw: str, providers: Iterable[Provider]) -> KeyProblem | None:
     """Why `raw` cannot be an API key, or None if it can (see the module docstring)."""
     key = raw.strip()
     if not key:
@@ -108,7 +103,7 @@ def key_problem(raw: str, providers: Iterable[Provider] | None = None) -> KeyPro
     return None
 
 
-def _keyish_token(token: str, providers: Iterable[Provider] | None) -> bool:
+def _keyish_token(token: str, providers: Iterable[Provider]) -> bool:
     token = token.strip(".,:;")
     if len(token) < MIN_KEY_CHARS - 1:  # `sk-` + 16, the shortest prefixed key we know
         return False
@@ -128,14 +123,14 @@ def _has_letter_and_digit(token: str) -> bool:
     return any(c.isdigit() for c in token) and any(c.isalpha() for c in token)
 
 
-def looks_like_key(text: str | None, providers: Iterable[Provider] | None = None) -> bool:
+def looks_like_key(text: str | None, providers: Iterable[Provider]) -> bool:
     """Does this text contain something that must be treated as an API key?"""
     if not text:
         return False
     return any(_keyish_token(m.group(0), providers) for m in _TOKEN.finditer(text[:MAX_SCAN_CHARS]))
 
 
-def single_key(text: str | None, providers: Iterable[Provider] | None = None) -> str | None:
+def single_key(text: str | None, providers: Iterable[Provider]) -> str | None:
     """The one key a message carries — the whole text, or its only key-shaped word that
     passes `key_problem` (`my key: sk-…`) — or None (no key, or several)."""
     if not text:

@@ -10,6 +10,10 @@ from bot.billing.registry import default_registry
 from bot.services.keys import InvalidKey, clean_key
 from bot.services.keyshape import KeyProblem, key_problem, looks_like_key, provider_claims
 
+#: What the bot passes in: the registry the billing service was built with (here without
+#: a PROVIDERS_FILE, whose providers carry no key shape anyway).
+BUNDLED = default_registry().values()
+
 
 def rand(n: int) -> str:
     return secrets.token_urlsafe(n)[:n]
@@ -33,9 +37,9 @@ def rand(n: int) -> str:
     ],
 )
 def test_things_that_cannot_be_keys(raw: str, problem: KeyProblem) -> None:
-    assert key_problem(raw) is problem
+    assert key_problem(raw, BUNDLED) is problem
     with pytest.raises(InvalidKey) as info:
-        clean_key(raw)
+        clean_key(raw, BUNDLED)
     assert info.value.problem is problem
 
 
@@ -60,8 +64,8 @@ def test_things_that_cannot_be_keys(raw: str, problem: KeyProblem) -> None:
     ],
 )
 def test_real_looking_keys_are_accepted(raw: str) -> None:
-    assert key_problem(raw) is None
-    assert clean_key(f"  {raw}\n").reveal() == raw
+    assert key_problem(raw, BUNDLED) is None
+    assert clean_key(f"  {raw}\n", BUNDLED).reveal() == raw
 
 
 def test_every_provider_prefix_is_asked_through_the_registry() -> None:
@@ -69,8 +73,8 @@ def test_every_provider_prefix_is_asked_through_the_registry() -> None:
     registry = default_registry()
     claimed = {p.id for p in registry.values() if p.detect("sk-" + "Ab1" * 10).name != "NO"}
     assert claimed  # bare sk-: several providers claim it
-    assert provider_claims("SK-" + "Ab1" * 10)  # pasted in capitals
-    assert not provider_claims("zz-" + "Ab1" * 10)
+    assert provider_claims("SK-" + "Ab1" * 10, BUNDLED)  # pasted in capitals
+    assert not provider_claims("zz-" + "Ab1" * 10, BUNDLED)
     # a provider that claims nothing is never asked for more than its detect()
     assert not provider_claims("sk-" + "Ab1" * 10, providers=[])
 
@@ -98,7 +102,7 @@ def test_every_provider_prefix_is_asked_through_the_registry() -> None:
     ],
 )
 def test_keys_in_free_text_are_found(text: str) -> None:
-    assert looks_like_key(text)
+    assert looks_like_key(text, BUNDLED)
 
 
 @pytest.mark.parametrize(
@@ -119,4 +123,4 @@ def test_keys_in_free_text_are_found(text: str) -> None:
     ],
 )
 def test_ordinary_text_is_not_a_key(text: str | None) -> None:
-    assert not looks_like_key(text)
+    assert not looks_like_key(text, BUNDLED)

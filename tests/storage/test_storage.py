@@ -10,6 +10,7 @@ from datetime import UTC
 
 import pytest
 
+from bot.billing.registry import default_registry
 from bot.secret import Secret
 from bot.services.keys import (
     MAX_KEYS_PER_USER,
@@ -163,7 +164,7 @@ def test_clean_label_refuses(raw: str) -> None:
 @pytest.mark.parametrize("raw", ["", "   ", "sk-a b", "sk-\x00x", "x" * 513])
 def test_clean_key_refuses(raw: str) -> None:
     with pytest.raises(InvalidKey):
-        clean_key(raw)
+        clean_key(raw, default_registry().values())
 
 
 async def test_unicode_labels_round_trip_in_the_database(opened: Opened) -> None:
