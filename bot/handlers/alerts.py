@@ -510,6 +510,15 @@ async def on_callback(update: Update, context: BotContext) -> None:
     action = cb.action
     message = query.message
     back = _back_of(message)
+
+    async def show_key() -> None:
+        """The key view again, as it is after the change just made."""
+        refreshed = await _get(context, user.id, key_id)
+        if refreshed is not None:
+            now = context.now()
+            text = _key_text(refreshed, t, tz, now, providers)
+            await _show(query, text, _key_markup(refreshed, t, now, providers, back))
+
     if action == "key":
         await query.answer()
         origin = cb.arg(1)
@@ -540,27 +549,13 @@ async def on_callback(update: Update, context: BotContext) -> None:
         else:
             await query.answer(t(UNMUTED))
         if _is_key_view(message, key_id):
-            refreshed = await _get(context, user.id, key_id)
-            if refreshed is not None:
-                now = context.now()
-                text, markup = (
-                    _key_text(refreshed, t, tz, now, providers),
-                    _key_markup(refreshed, t, now, providers, back),
-                )
-                await _show(query, text, markup)
+            await show_key()
         else:
             await _mark_alert(query, t, key_id, until, tz)
     elif action == "off":
         await service.turn_off(user.id, [key_id])
         await query.answer(t(OFF_OK, labels=view.label)[:200])
-        refreshed = await _get(context, user.id, key_id)
-        if refreshed is not None:
-            now = context.now()
-            text, markup = (
-                _key_text(refreshed, t, tz, now, providers),
-                _key_markup(refreshed, t, now, providers, back),
-            )
-            await _show(query, text, markup)
+        await show_key()
     elif action == "thr":
         await query.answer()
         reading = await _reading(context, user.id, key_id)
@@ -585,14 +580,7 @@ async def on_callback(update: Update, context: BotContext) -> None:
         reading = await _reading(context, user.id, key_id) or {}
         shown = fmt.plain(_ladder(specs, reading, t))
         await query.answer(t(THRESHOLD_SET, threshold=shown)[:200])
-        refreshed = await _get(context, user.id, key_id)
-        if refreshed is not None:
-            now = context.now()
-            text, markup = (
-                _key_text(refreshed, t, tz, now, providers),
-                _key_markup(refreshed, t, now, providers, back),
-            )
-            await _show(query, text, markup)
+        await show_key()
     else:
         await query.answer()
 
