@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -111,15 +112,28 @@ async def test_balance_all_providers_one_edited_message(make_settings) -> None:
         ids = await add_mix(bot, ann.id)
         script_all(bot, relay_expires=noon_in(12))
         await prime_failing(bot, ann.id, ids["moon"])
+        # The two slow providers answer only once the first message is out, so what it shows
+        # depends on the order of events, not on how fast this machine answers the others.
+        bot.providers.hold("/v1/user/info")
+        bot.providers.hold("/v1/users/me/balance")
         await bot.tg.send(ann, "/balance")
         first = await bot.tg.wait_for_reply(ann)
-        # Fast keys show at once; the slow ones fill in by editing the same message.
-        assert "5 of 7 keys so far" in first.text and "¥110.00 left" in first.text
-        assert "Still checking kimi, sf-slow" in first.text
+        # Keys that answered show at once; the slow ones fill in by editing the same message.
+        so_far = re.search(r"(\d) of 7 keys so far", first.text)
+        assert so_far is not None and 1 <= int(so_far[1]) <= 5, first.text
+        pending = re.search(r"Still checking (.*)…", first.text)
+        assert pending is not None, first.text
+        waiting = pending[1].split(", ")
+        assert {"kimi", "sf-slow"} <= set(waiting)
+        assert len(waiting) == 7 - int(so_far[1])
+        if "ds-main" not in waiting:
+            assert "¥110.00 left" in first.text
+        bot.providers.release()
         final = await bot.tg.wait_for_reply(ann, timeout=10, predicate=final_answer)
         assert final.message_id == first.message_id and final.edited
         assert len(bot.tg.messages(ann.id)) == 1
-        assert 1 <= len(bot.tg.calls_to("editMessageText")) <= 2
+        # Answers arriving together share one edit (at most one per EDIT_GAP), not one each.
+        assert 1 <= len(bot.tg.calls_to("editMessageText")) <= 3
         assert [b.text for b in final.buttons()] == ["🔄 Refresh"]
         text = final.text
         assert "ds-main · DeepSeek\n¥110.00 left" in text
