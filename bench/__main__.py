@@ -317,7 +317,16 @@ def render(res: dict[str, Any]) -> str:
                     f"{r['replicas']} replica(s) sharing a sweep of {r['keys']} keys",
                     f"{r['checks_per_s']:.0f} checks/s ({r['speedup']}×), "
                     f"{r['cpu_ms_per_check']:.2f} ms CPU/check, "
-                    f"{r['checked_twice']} checked twice, split {r['per_replica']}",
+                    f"{r['checked_twice']} checked twice, split {r['per_replica']}, "
+                    f"machine CPU busy {r.get('machine_busy_pct')} %",
+                )
+            )
+        if reps.get("speedup_ceiling_of_this_machine"):
+            rows.append(
+                (
+                    "replicas: most this machine allows",
+                    f"{reps['speedup_ceiling_of_this_machine']}× "
+                    "(all cores busy at one replica's cost per check)",
                 )
             )
     creep = res.get("creep")

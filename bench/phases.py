@@ -959,6 +959,25 @@ def _replica(
     return asyncio.run(go())
 
 
+def _machine_cpu() -> tuple[float, float] | None:
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat; None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _busy_pct(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def replicas_phase(
     cfg: BenchConfig, counts: list[int], host_limit: int | None = None
 ) -> dict[str, Any]:
@@ -991,7 +1010,13 @@ def replicas_phase(
             futures = [
                 pool.submit(_replica, cfg, at.isoformat(), start_at, host_limit) for _ in range(n)
             ]
+            # The whole machine's CPU while they sweep (replicas, PostgreSQL, fake providers,
+            # and whatever else runs: measure on a quiet machine):
+            # when one replica already keeps the cores busy, more cannot go faster here.
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            machine0 = _machine_cpu()
             parts = [f.result() for f in futures]
+            machine1 = _machine_cpu()
         checked = sum(p["checked"] for p in parts)
         wall = max(p["end"] for p in parts) - min(p["start"] for p in parts)
         cpu = sum(p["cpu_s"] for p in parts)
@@ -1004,12 +1029,17 @@ def replicas_phase(
             "wall_s": round(wall, 2),
             "checks_per_s": round(checked / wall, 1) if wall else 0.0,
             "cpu_ms_per_check": round(1000 * cpu / checked, 3) if checked else 0.0,
+            "machine_busy_pct": _busy_pct(machine0, machine1),
         })  # fmt: skip
     base = out[0]["checks_per_s"] if out and out[0]["checks_per_s"] else None
     for row in out:
         row["speedup"] = round(row["checks_per_s"] / base, 2) if base else None
+    busy1 = out[0]["machine_busy_pct"] if out else None
+    # What this machine allows at most: all cores busy, at one replica's cost per check.
+    ceiling = round(100 / busy1, 2) if busy1 else None
     return {
         "method": "N processes each running AlertSweep.run on one PostgreSQL database "
         "(leases split the keys); per-host limit " + (f"{host_limit}" if host_limit else "default"),
         "runs": out,
+        "speedup_ceiling_of_this_machine": ceiling,
     }
