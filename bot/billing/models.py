@@ -68,7 +68,8 @@ _HUNDRED = Decimal(100)
 #: or formatting. 10^16 leaves room for a sum or difference of two provider figures
 #: (`_parse.MAX_AMOUNT` is 10^15); 28 digits is the decimal context's precision, so any
 #: figure computed from bounded inputs fits.
-MAX_FIGURE = Decimal(10) ** 16
+MAX_FIGURE_EXPONENT = 16
+MAX_FIGURE = Decimal(10) ** MAX_FIGURE_EXPONENT
 MAX_FIGURE_DIGITS = 28
 MIN_FIGURE_EXPONENT = -30  # a non-zero figure finer than 10^-30 is noise, not money
 #: ISO 4217 codes (any case), plus the few longer tickers some sites bill in ("USDT").
@@ -83,7 +84,9 @@ def figure_fault(value: object) -> str | None:
         return "is not a finite number"
     if value.is_zero():
         return None
-    if abs(value) >= MAX_FIGURE or value.adjusted() < MIN_FIGURE_EXPONENT:
+    # adjusted() is the exponent of the leading digit: |value| >= 10^16 exactly when it is
+    # >= 16. Unlike abs(), it never raises (abs(1E+1000000) overflows the context).
+    if value.adjusted() >= MAX_FIGURE_EXPONENT or value.adjusted() < MIN_FIGURE_EXPONENT:
         return "is out of range"
     digits = "".join(map(str, value.as_tuple().digits)).strip("0")  # not normalize(): it rounds
     if len(digits) > MAX_FIGURE_DIGITS:

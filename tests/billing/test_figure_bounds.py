@@ -29,6 +29,8 @@ HOSTILE = [
     "1E+40",
     "9E+999999",
     "-9E+999999",
+    "1E+1000000",  # abs() of it overflowed the context: figure_fault raised, not refused
+    "-1E+1000000",
     "1" * 49,
     "0." + "1" * 49,
     "1E-999999",
