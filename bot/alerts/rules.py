@@ -220,10 +220,13 @@ def evaluate(
     memory: Mapping[str, Any],
     failing_since: datetime | None,
     outcome: CheckOutcome,
-    history: Sequence[tuple[datetime, Decimal]],
+    burn: forecast.Burn,
     now: datetime,
 ) -> Transition:
-    """One check's outcome through the state machine: new memory and the events."""
+    """One check's outcome through the state machine: new memory and the events.
+
+    `burn` is the key's recent balance readings before this check (bot/services/forecast.py).
+    """
     mem: dict[str, Any] = {k: v for k, v in memory.items()}
     events: list[Event] = []
     result = outcome.result
@@ -250,7 +253,7 @@ def evaluate(
     if watch.expiry_on:
         events += _expiry(mem, result, now, figure)
     if watch.forecast_on:
-        events += _forecast(mem, result, history, now, figure)
+        events += _forecast(mem, result, burn, now, figure)
     found = windows.evaluate(watch.window_rungs, mem, result, now, _bump, figure.get("measured_at"))
     events += [Event(kind, tag, data) for kind, tag, data in found]
     return Transition(mem, None, events)
@@ -354,19 +357,18 @@ def _expiry(
 def _forecast(
     mem: dict[str, Any],
     result: BalanceResult,
-    history: Sequence[tuple[datetime, Decimal]],
+    burn: forecast.Burn,
     now: datetime,
     figure: dict[str, Any],
 ) -> list[Event]:
     value = money_value(result)
     if value is None:
         return []
-    points = sorted([*history, (result.fetched_at, value)])
-    previous = history[-1][1] if history else None
+    previous = burn.last_value
     if previous is not None and value > previous:  # a top-up: start afresh
         mem["fc"] = False
         return []
-    when = forecast.runs_out_at(points, value, now)
+    when = forecast.runs_out_at(burn.then(result.fetched_at, value), value, now)
     if when is None:
         return []
     days = Decimal((when - now).total_seconds()) / 86400

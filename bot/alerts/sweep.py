@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select
@@ -41,7 +40,7 @@ from bot.alerts.rules import (
     told_after_mute,
 )
 from bot.billing.errors import BillingError, ErrorKind
-from bot.billing.models import CheckOutcome, FigureKind, figure_fault
+from bot.billing.models import CheckOutcome, FigureKind
 from bot.billing.service import BillingService
 from bot.clock import Clock
 from bot.services import forecast
@@ -64,6 +63,7 @@ STALL_INTERVALS = 3
 STALL_MIN = timedelta(minutes=2)
 #: A batch the database could not take is claimed again this soon (by the next sweep).
 RETRY_AFTER = timedelta(seconds=1)
+NO_BURN = forecast.Burn()  # no readings in the forecast's window
 
 
 @dataclass(slots=True)
@@ -472,14 +472,14 @@ class AlertSweep:
                     )
                 ).all()
             )
-            need_history = [
+            need_burn = [
                 st.key_id
                 for st in leased
                 if st.forecast_on
                 and (res := batch.outcomes[st.key_id].result) is not None
                 and money_value(res) is not None
             ]
-            history = await self._histories(s, need_history, now)
+            burns = await self._burns(s, need_burn, now)
             changes: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             for st in leased:
@@ -498,7 +498,7 @@ class AlertSweep:
                         before,
                         st.failing_since,
                         outcome,
-                        history.get(st.key_id, ()),
+                        burns.get(st.key_id, NO_BURN),
                         now,
                     )
                 except Exception as exc:  # a rule that cannot take this key's figures
@@ -509,7 +509,7 @@ class AlertSweep:
                     )
                     stats.failed += 1
                     outcome = _malformed(outcome)
-                    step = evaluate(watch, dict(before), st.failing_since, outcome, (), now)
+                    step = evaluate(watch, dict(before), st.failing_since, outcome, NO_BURN, now)
                 muted = st.muted_until is not None and st.muted_until > now
                 if muted:  # recorded, not told: held until the mute is over
                     hold_while_muted(before, step.memory)
@@ -568,24 +568,17 @@ class AlertSweep:
         return written
 
     @staticmethod
-    async def _histories(
+    async def _burns(
         s: AsyncSession, key_ids: Sequence[str], now: datetime
-    ) -> dict[str, list[tuple[datetime, Decimal]]]:
-        """Recent balance readings of these keys (one query), oldest first, per key."""
-        out: dict[str, list[tuple[datetime, Decimal]]] = {}
+    ) -> dict[str, forecast.Burn]:
+        """These keys' balance readings of the forecast's window, aggregated by the database
+        (one query, one row per key: the readings themselves are never loaded)."""
         if not key_ids:
-            return out
-        rows = await SnapshotRepo(s).history(
+            return {}
+        found = await SnapshotRepo(s).burns(
             key_ids, FigureKind.BALANCE.value, now - forecast.WINDOW, now
         )
-        for key_id, taken, remaining in rows:
-            try:
-                value = Decimal(remaining)
-            except InvalidOperation:
-                continue
-            if figure_fault(value) is None:  # a row stored before figures were bounded
-                out.setdefault(key_id, []).append((taken, value))
-        return out
+        return {key_id: forecast.Burn(*figures) for key_id, figures in found.items()}
 
     # -- housekeeping ----------------------------------------------------------------------
 

@@ -146,7 +146,8 @@ def pace(readings: Sequence[Reading], now: datetime) -> Pace | None:
         return None
     latest = balances[-1]
     points = [(t, v) for t, v in balance_points(balances) if t >= now - forecast.WINDOW]
-    rate = forecast.burn_per_day(points)
+    burn = forecast.burn_of(points)
+    rate = forecast.burn_per_day(burn)
     if rate is None or latest.remaining is None:
         return None
     return Pace(
@@ -154,7 +155,7 @@ def pace(readings: Sequence[Reading], now: datetime) -> Pace | None:
         remaining=latest.remaining,
         currency=latest.currency,
         unit=latest.unit,
-        runs_out_at=forecast.runs_out_at(points, latest.remaining, now),
+        runs_out_at=forecast.runs_out_at(burn, latest.remaining, now),
     )
 
 
@@ -278,7 +279,7 @@ def build_history(
                     points=points,
                     top_ups=top_ups(points),
                     spent=spent(points),
-                    per_day=forecast.burn_per_day(points),
+                    per_day=forecast.burn_per_day(forecast.burn_of(points)),
                     pace=pace(mine, now),
                     thresholds=sorted(set(levels), reverse=True),
                 )

@@ -2,19 +2,33 @@
 load another user's key by id alone (callback data is forgeable, docs/security.md §T8).
 
 The bulk writes of the alert sweep and of recorded checks live here too, so services
-never write dialect-specific SQL (the dialect switch itself is bot/storage/upsert.py and
-`AlertStateRepo.lock_leased`)."""
+never write dialect-specific SQL (the dialect switches themselves are bot/storage/upsert.py,
+`AlertStateRepo.lock_leased` and bot/storage/figure_sql.py for `SnapshotRepo.burns`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    TextClause,
+    bindparam,
+    column,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.storage import figure_sql
 from bot.storage.models import (
     AlertOutbox,
     AlertState,
@@ -357,26 +371,83 @@ class KeyStatusRepo:
             await self.s.execute(BalanceSnapshot.__table__.insert(), list(snapshots))
 
 
+def _burns_sql(dialect: str) -> TextClause:
+    """Per key: readings, first and last time, the last figure (text), sum of the drops."""
+    return (
+        text(
+            "SELECT key_id, count(*) AS points, min(taken_at) AS first_at,"  # noqa: S608 - constants
+            " max(taken_at) AS last_at, max(CASE WHEN nxt IS NULL THEN r END) AS last_value,"
+            " coalesce(sum(CASE WHEN prev > v THEN prev - v END), 0) AS spent"
+            " FROM (SELECT key_id, taken_at, r, v,"
+            "  lag(v) OVER (PARTITION BY key_id ORDER BY taken_at, v) AS prev,"
+            "  lead(key_id) OVER (PARTITION BY key_id ORDER BY taken_at, v) AS nxt"
+            f"  FROM (SELECT key_id, taken_at, remaining AS r, {figure_sql.value(dialect)} AS v"
+            "   FROM balance_snapshots WHERE key_id IN :ids AND kind = :kind"
+            "   AND taken_at >= :since AND taken_at <= :until AND remaining IS NOT NULL"
+            f"   AND {figure_sql.valid(dialect)}) AS f) AS d"
+            " GROUP BY key_id"
+        )
+        .bindparams(
+            bindparam("ids", expanding=True),
+            bindparam("since", type_=UTCDateTime()),
+            bindparam("until", type_=UTCDateTime()),
+        )
+        .columns(
+            column("key_id", String),
+            column("points", Integer),
+            column("first_at", UTCDateTime),
+            column("last_at", UTCDateTime),
+            column("last_value", String),
+            column("spent"),
+        )
+    )
+
+
+_BURNS: dict[str, TextClause] = {}
+
+
+def _exact(number: Any) -> Decimal:
+    """PostgreSQL's numeric arrives as a Decimal, SQLite's REAL as a float (its shortest
+    repr is the decimal the float stands for), an empty sum as the integer 0."""
+    return number if isinstance(number, Decimal) else Decimal(repr(number))
+
+
 class SnapshotRepo:
     """`balance_snapshots`: the readings history (forecasts; retention: services/history.py)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
 
-    async def history(
+    async def burns(
         self, key_ids: Sequence[str], kind: str, since: datetime, until: datetime
-    ) -> list[tuple[str, datetime, str]]:
-        """(key id, taken_at, remaining) of readings with a figure, per key oldest first."""
-        b = BalanceSnapshot.__table__
-        stmt = (
-            select(b.c.key_id, b.c.taken_at, b.c.remaining)
-            .where(
-                b.c.key_id.in_(list(key_ids)),
-                b.c.kind == kind,
-                b.c.taken_at >= since,
-                b.c.taken_at <= until,
-                b.c.remaining.is_not(None),
+    ) -> dict[str, tuple[int, datetime, datetime, Decimal, Decimal]]:
+        """Per key with readings in [since, until]: (readings, first taken_at, last
+        taken_at, last remaining, sum of the drops between consecutive readings) — what
+        the forecast needs (bot/services/forecast.py `Burn`), in one query, by index.
+
+        Readings are ordered by (taken_at, value), as Python sorts (time, value) pairs;
+        rows that are not a plain bounded decimal are skipped (bot/storage/figure_sql.py),
+        exactly as `Decimal(text)` + `figure_fault` skip them.
+        The last value is exact (the stored text). The sum of drops is exact on
+        PostgreSQL (numeric); on SQLite it is summed in floats: each drop is off by at
+        most one float step of the balance (~1e-16 of it), so a forecast that matters
+        (spending of at least a twelfth of the balance over the window, for 3 days left)
+        moves by microseconds.
+        """
+        if not key_ids:
+            return {}
+        dialect = self.s.bind.dialect.name
+        stmt = _BURNS.get(dialect)
+        if stmt is None:
+            stmt = _BURNS[dialect] = _burns_sql(dialect)
+        params = {"ids": list(key_ids), "kind": kind, "since": since, "until": until}
+        return {
+            row.key_id: (
+                row.points,
+                row.first_at,
+                row.last_at,
+                Decimal(row.last_value),
+                _exact(row.spent),
             )
-            .order_by(b.c.key_id, b.c.taken_at)
-        )
-        return [(k, at, r) for k, at, r in (await self.s.execute(stmt)).all()]
+            for row in await self.s.execute(stmt, params)
+        }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -181,6 +181,39 @@ async def test_forecast_from_snapshots(rig: Rig) -> None:
     events = await rig.events()
     assert [e.kind for e in events] == ["forecast"]
     assert events[0].payload["runs_out_at"] > start.isoformat()
+
+
+async def test_forecast_skips_legacy_rows_in_the_window(rig: Rig) -> None:
+    """Rows stored before figures were bounded neither break the batch nor count: '1E+1000000'
+    made figure_fault raise (decimal.Overflow) and the key's check fail every sweep."""
+    secret = "sk-fc000000000000000002"
+    key_id = await rig.add_key(USER, secret)
+    start = rig.clock.now
+    readings = [(50, "NaN"), (48, "45"), (40, "1E+1000000"), (36, "40"), (30, "9E+999999"),
+                (24, "35"), (18, "garbage"), (12, "30"), (6, "-Infinity")]  # fmt: skip
+    async with rig.db.session() as s:
+        for hours, value in readings:
+            s.add(BalanceSnapshot(key_id=key_id, taken_at=start - timedelta(hours=hours),
+                                  kind="balance", currency="USD", remaining=value))  # fmt: skip
+    await slide(rig, secret, ["25", "24.9"])  # 25 left at ~10/day → 2.5 days
+    events = await rig.events()
+    assert [e.kind for e in events] == ["forecast"]
+    runs_out = datetime.fromisoformat(events[0].payload["runs_out_at"])
+    assert abs(runs_out - (start + timedelta(days=2.5))) < timedelta(hours=3)
+
+
+async def test_a_top_up_in_the_window_restarts_the_forecast(rig: Rig) -> None:
+    secret = "sk-fc000000000000000003"
+    key_id = await rig.add_key(USER, secret)
+    start = rig.clock.now
+    async with rig.db.session() as s:
+        for hours, value in ((48, "45"), (36, "40"), (24, "35"), (12, "30")):
+            s.add(BalanceSnapshot(key_id=key_id, taken_at=start - timedelta(hours=hours),
+                                  kind="balance", currency="USD", remaining=value))  # fmt: skip
+    await slide(rig, secret, ["90"])  # topped up: no forecast, and the fall before is not a pace
+    assert await rig.kinds() == []
+    await slide(rig, secret, ["89.9"])  # ~7.5/day over the window: 12 days, no forecast
+    assert await rig.kinds() == []
 
 
 async def test_each_key_has_a_row_and_cascade_on_delete(rig: Rig) -> None:

@@ -116,10 +116,12 @@ def test_fixture_runner_compares_windows_and_unit() -> None:
 def test_alert_figure_carries_the_unit() -> None:
     from bot.alerts.rules import LOW, Watch, evaluate
     from bot.billing.models import CheckOutcome
+    from bot.services.forecast import Burn
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
     points = BalanceResult(provider="poe", kind=FigureKind.BALANCE, remaining=Decimal(40),
                            unit=Unit.POINTS, fetched_at=now)  # fmt: skip
-    step = evaluate(Watch(thresholds=("100",)), {}, None, CheckOutcome("k", "poe", points), [], now)
+    outcome = CheckOutcome("k", "poe", points)
+    step = evaluate(Watch(thresholds=("100",)), {}, None, outcome, Burn(), now)
     [event] = [e for e in step.events if e.kind == LOW]
     assert event.data["unit"] == "points" and event.data["currency"] is None
