@@ -27,12 +27,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import select
 
 from bot.billing.models import FigureKind, Window, WindowState, figure_fault
 from bot.services import forecast
 from bot.services.balances import window_from_json
-from bot.storage.models import ApiKey, BalanceSnapshot, UTCDateTime
+from bot.storage.models import ApiKey, BalanceSnapshot
+from bot.storage.repositories import SnapshotRepo
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -428,46 +429,6 @@ class HistoryService:
 
 # -- retention ----------------------------------------------------------------------------
 
-_PRUNE = text(
-    "DELETE FROM balance_snapshots WHERE id IN ("
-    " SELECT id FROM ("
-    "  SELECT id, taken_at,"
-    "   ROW_NUMBER() OVER (PARTITION BY key_id, date(taken_at)"
-    "    ORDER BY taken_at DESC, id DESC) AS day_rank,"
-    "   ROW_NUMBER() OVER (PARTITION BY key_id,"
-    "    CASE WHEN taken_at >= :cutoff THEN 1 ELSE 0 END"
-    "    ORDER BY taken_at DESC, id DESC) AS recent_rank"
-    "  FROM balance_snapshots) ranked"
-    " WHERE ranked.taken_at < :oldest"
-    "  OR (ranked.taken_at < :cutoff AND ranked.day_rank > 1)"
-    "  OR (ranked.taken_at >= :cutoff AND ranked.recent_rank > :max_recent))"
-).bindparams(
-    bindparam("cutoff", type_=UTCDateTime()),
-    bindparam("oldest", type_=UTCDateTime()),
-    bindparam("max_recent"),
-)
-
-
-#: The same policy for some keys' recent rows only (see `prune_recent`).
-_PRUNE_RECENT = text(
-    "DELETE FROM balance_snapshots WHERE id IN ("
-    " SELECT id FROM ("
-    "  SELECT id, taken_at,"
-    "   ROW_NUMBER() OVER (PARTITION BY key_id, date(taken_at)"
-    "    ORDER BY taken_at DESC, id DESC) AS day_rank,"
-    "   ROW_NUMBER() OVER (PARTITION BY key_id,"
-    "    CASE WHEN taken_at >= :cutoff THEN 1 ELSE 0 END"
-    "    ORDER BY taken_at DESC, id DESC) AS recent_rank"
-    "  FROM balance_snapshots WHERE key_id IN :ids AND taken_at >= :since) ranked"
-    " WHERE (ranked.taken_at < :cutoff AND ranked.day_rank > 1)"
-    "  OR (ranked.taken_at >= :cutoff AND ranked.recent_rank > :max_recent))"
-).bindparams(
-    bindparam("ids", expanding=True),
-    bindparam("since", type_=UTCDateTime()),
-    bindparam("cutoff", type_=UTCDateTime()),
-    bindparam("max_recent"),
-)
-
 
 async def prune_recent(
     s: AsyncSession, key_ids: Sequence[str], since: datetime, now: datetime
@@ -484,24 +445,9 @@ async def prune_recent(
     """
     if not key_ids:
         return
-    await s.execute(
-        _PRUNE_RECENT,
-        {
-            "ids": list(key_ids),
-            "since": since,
-            "cutoff": now - KEEP_ALL_FOR,
-            "max_recent": KEEP_RECENT_MAX,
-        },
-    )
+    await SnapshotRepo(s).prune_some(key_ids, since, now - KEEP_ALL_FOR, KEEP_RECENT_MAX)
 
 
 async def prune_snapshots(s: AsyncSession, now: datetime) -> None:
     """Apply the retention policy to every key's snapshots, in the caller's transaction."""
-    await s.execute(
-        _PRUNE,
-        {
-            "cutoff": now - KEEP_ALL_FOR,
-            "oldest": now - KEEP_DAILY_FOR,
-            "max_recent": KEEP_RECENT_MAX,
-        },
-    )
+    await SnapshotRepo(s).prune(now - KEEP_ALL_FOR, now - KEEP_DAILY_FOR, KEEP_RECENT_MAX)

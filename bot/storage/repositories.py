@@ -371,6 +371,40 @@ class KeyStatusRepo:
             await self.s.execute(BalanceSnapshot.__table__.insert(), list(snapshots))
 
 
+#: The retention policy's ranking (services/history.py has the policy): per key, each
+#: reading's rank within its calendar day and within its side of the `cutoff`, newest first.
+_RANKED = (
+    "SELECT id, taken_at,"
+    " ROW_NUMBER() OVER (PARTITION BY key_id, date(taken_at)"
+    "  ORDER BY taken_at DESC, id DESC) AS day_rank,"
+    " ROW_NUMBER() OVER (PARTITION BY key_id,"
+    "  CASE WHEN taken_at >= :cutoff THEN 1 ELSE 0 END"
+    "  ORDER BY taken_at DESC, id DESC) AS recent_rank"
+    " FROM balance_snapshots"
+)
+_THINNED = (
+    "(ranked.taken_at < :cutoff AND ranked.day_rank > 1)"
+    " OR (ranked.taken_at >= :cutoff AND ranked.recent_rank > :max_recent)"
+)
+_PRUNE = text(
+    f"DELETE FROM balance_snapshots WHERE id IN (SELECT id FROM ({_RANKED}) ranked"  # noqa: S608 - constants
+    f" WHERE ranked.taken_at < :oldest OR {_THINNED})"
+).bindparams(
+    bindparam("cutoff", type_=UTCDateTime()),
+    bindparam("oldest", type_=UTCDateTime()),
+    bindparam("max_recent"),
+)
+_PRUNE_SOME = text(
+    f"DELETE FROM balance_snapshots WHERE id IN (SELECT id FROM ("  # noqa: S608 - constants
+    f"{_RANKED} WHERE key_id IN :ids AND taken_at >= :since) ranked WHERE {_THINNED})"
+).bindparams(
+    bindparam("ids", expanding=True),
+    bindparam("since", type_=UTCDateTime()),
+    bindparam("cutoff", type_=UTCDateTime()),
+    bindparam("max_recent"),
+)
+
+
 def _burns_sql(dialect: str) -> TextClause:
     """Per key: readings, first and last time, the last figure (text), sum of the drops."""
     return (
@@ -451,3 +485,18 @@ class SnapshotRepo:
             )
             for row in await self.s.execute(stmt, params)
         }
+
+    async def prune(self, cutoff: datetime, oldest: datetime, max_recent: int) -> None:
+        """Every key: drop readings older than `oldest`, keep a day's newest before
+        `cutoff` and the newest `max_recent` after it."""
+        await self.s.execute(_PRUNE, {"cutoff": cutoff, "oldest": oldest, "max_recent": max_recent})
+
+    async def prune_some(
+        self, key_ids: Sequence[str], since: datetime, cutoff: datetime, max_recent: int
+    ) -> None:
+        """The same thinning (not the expiry) for these keys' readings taken since `since`,
+        by index (key_id, taken_at)."""
+        await self.s.execute(
+            _PRUNE_SOME,
+            {"ids": list(key_ids), "since": since, "cutoff": cutoff, "max_recent": max_recent},
+        )
