@@ -234,7 +234,6 @@ class BillingService:
         self._allowed_ports = allowed_ports
         self._valid_urls: dict[str, str] = {}  # user base URL → canonical (accepted only)
         self._http = HttpClients(http_options, allow_private=self._allow_private)
-        self._global_limit = global_limit
         self._global = _Slots(global_limit, timer)  # all hosts together, same two lanes
         self._hosts = _HostLimiter()
         self._trusted_host_limit = trusted_host_limit
