@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "balance-bot/0.1 (+https://github.com/)"
 MAX_BODY = 256 * 1024
 MAX_REQUEST_BODY = 16 * 1024  # our own JSON bodies are tiny: a key and a field or two
+_CLOSED = httpx.ByteStream(b"")  # what a read and closed response keeps as its stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +259,12 @@ class ProviderHttpClient:
             return HttpReply(status=status, body=bytes(body), headers=headers)
         finally:
             await response.aclose()
+            # httpx binds the stream to its response (BoundAsyncStream._response): one
+            # reference cycle per request, so each request's ~30 objects (headers, the
+            # aiohttp response, the request) waited for the garbage collector, whose
+            # passes then stalled the event loop (issue 17 item 1). Without the cycle
+            # reference counting frees them here.
+            response.stream = _CLOSED
 
 
 def _make_client(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -204,3 +206,29 @@ async def test_post_request_body_is_bounded(server) -> None:
         await _post(server, "/p", {"apiKey": "k" * (20 * 1024)})
     assert info.value.kind is ErrorKind.MALFORMED
     assert server.count() == 0
+
+
+async def test_a_read_response_is_freed_without_the_garbage_collector(server) -> None:
+    # httpx ties a response to its stream (a reference cycle per request): every request's
+    # objects waited for a GC pass, and those passes stalled the event loop during a sweep
+    # (issue 17 item 1). Once the body is read, nothing of the response may outlive it.
+    server.reply("/b", json={"ok": True})
+    clients = HttpClients(FAST)
+    client = clients.trusted._client
+    send, responses = client.send, []
+
+    async def kept(request, **kw):
+        response = await send(request, **kw)
+        responses.append(weakref.ref(response))
+        return response
+
+    client.send = kept
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert (await clients.trusted.get(f"{server.url}/b", headers={})).status == 200
+        alive = [ref for ref in responses if ref() is not None]
+    finally:
+        gc.enable()
+        await clients.aclose()
+    assert len(responses) == 3 and alive == []
