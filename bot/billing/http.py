@@ -36,6 +36,7 @@ from httpx_aiohttp import AiohttpTransport
 from bot.billing.errors import BillingError, ErrorKind
 from bot.billing.reply import HttpReply, parse_retry_after
 from bot.billing.ssrf import GuardedResolver, check_request_url
+from bot.billing.turns import take_turn
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class ProviderHttpClient:
         params: Mapping[str, str] | None,
         content: bytes | None,
     ) -> HttpReply:
+        await take_turn()  # the sweep's requests take turns in the event loop (turns.py)
         try:
             request = self._client.build_request(
                 method, url, headers=headers, params=params, content=content
@@ -242,6 +244,7 @@ class ProviderHttpClient:
     async def _send(self, request: httpx.Request) -> HttpReply:
         response = await self._client.send(request, stream=True, follow_redirects=False)
         try:
+            await take_turn()  # reading and parsing the answer takes its turn too
             status = response.status_code
             if 300 <= status < 400:
                 raise BillingError(ErrorKind.PROVIDER_ERROR, "unexpected redirect", status=status)

@@ -33,6 +33,7 @@ from bot.billing.providers._families import RelayFamily
 from bot.billing.providers.base import FetchContext, Provider, SiteMemo
 from bot.billing.registry import registry_for
 from bot.billing.ssrf import validate_base_url
+from bot.billing.turns import Turns, taking_turns
 from bot.clock import Clock, system_clock
 from bot.settings import Settings
 
@@ -42,6 +43,13 @@ _VALID_URLS_MAX = 10_000
 #: Seconds the sweep slows to a tenth of its share after an interactive check starts or
 #: ends, so the user's answer is not queued behind the sweep's work in the event loop.
 INTERACTIVE_QUIET = 1.0
+
+#: Background checks started per event-loop iteration (`fetch_many(background=True)`).
+START_SLICE = 25
+#: Seconds of each event-loop iteration the background lane's requests may take (building,
+#: sending, reading), and while an interactive check is under way (bot/billing/turns.py).
+PACE_BUDGET = 0.004
+PACE_BUDGET_QUIET = 0.001
 
 #: on_check(provider_id, outcome_kind, seconds): outcome_kind is "ok" or an ErrorKind value.
 CheckHook = Callable[[str, str, float], None]
@@ -86,6 +94,10 @@ class _Slots:
         if self._wake_later is None and self._waiting[True]:
             loop = asyncio.get_running_loop()
             self._wake_later = loop.call_later(seconds, self._end_quiet)
+
+    def quieted(self) -> bool:
+        """True while interactive checks have asked background ones to hold back."""
+        return self._timer() < self._quiet_until
 
     def _end_quiet(self) -> None:
         self._wake_later = None
@@ -225,6 +237,7 @@ class BillingService:
         allowed_ports: frozenset[int] = frozenset(),
         on_check: CheckHook | None = None,
         breaker: CircuitBreaker | None = None,
+        pace_budget: float = PACE_BUDGET,
     ) -> None:
         self._settings = settings
         self._registry = registry if registry is not None else registry_for(settings)
@@ -247,6 +260,9 @@ class BillingService:
         self._salt = os.urandom(16)
         self._memo = SiteMemo()
         self._breaker = breaker or CircuitBreaker(self._now)
+        # The background lane's requests take turns in the event loop (turns.py).
+        quiet_budget = min(pace_budget, PACE_BUDGET_QUIET)
+        self._turns = Turns(pace_budget, quiet_budget=quiet_budget, quiet=self._global.quieted)
         self.on_check = on_check
 
     @property
@@ -351,10 +367,12 @@ class BillingService:
         checks and lets those go first (see `_Slots`).
         """
         items = list(reqs)
-        results = await asyncio.gather(
-            *(self.fetch(r, use_cache=use_cache, background=background) for r in items),
-            return_exceptions=True,
-        )
+        if background:
+            results = await self._gather_paced(items, use_cache)
+        else:
+            results = await asyncio.gather(
+                *(self.fetch(r, use_cache=use_cache) for r in items), return_exceptions=True
+            )
         out: list[CheckOutcome] = []
         for req, res in zip(items, results, strict=True):
             if isinstance(res, CheckOutcome):
@@ -364,6 +382,28 @@ class BillingService:
             else:
                 out.append(self._internal_error(req, res))
         return out
+
+    async def _gather_paced(
+        self, items: Sequence[KeyRequest], use_cache: bool
+    ) -> list[CheckOutcome | BaseException]:
+        """`gather` for the background lane, its checks started `START_SLICE` per loop
+        iteration: the first steps of a whole batch's checks (hundreds) in one iteration
+        kept everything else waiting for it (bot/billing/turns.py)."""
+        tasks: list[asyncio.Future[CheckOutcome]] = []
+        try:
+            for at in range(0, len(items), START_SLICE):
+                if at:
+                    await asyncio.sleep(0)
+                tasks += [
+                    asyncio.ensure_future(self.fetch(r, use_cache=use_cache, background=True))
+                    for r in items[at : at + START_SLICE]
+                ]
+        except BaseException:  # cancelled while starting: the started ones go too
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return await asyncio.gather(*tasks, return_exceptions=True)
 
     async def fetch(
         self,
@@ -444,7 +484,8 @@ class BillingService:
                     await self._global.acquire(background)
                     try:
                         async with asyncio.timeout(self._check_timeout):
-                            result = await provider.fetch(ctx)
+                            with taking_turns(self._turns if background else None):
+                                result = await provider.fetch(ctx)
                     finally:
                         self._global.release(background)
                 except BaseException as exc:
