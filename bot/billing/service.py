@@ -351,6 +351,13 @@ class BillingService:
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def make_way(self) -> None:
+        """A user is waiting for an answer that will need checks: the sweep's share of
+        the limits and of each event-loop iteration shrinks now (for `INTERACTIVE_QUIET`
+        seconds), while the answer's own database reads still run, not only once its
+        checks start."""
+        self._global.quiet(INTERACTIVE_QUIET)
+
     # -- checks -------------------------------------------------------------------------
 
     async def fetch_many(

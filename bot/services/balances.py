@@ -438,6 +438,7 @@ class BalanceService:
         the providers afresh (no remembered result) unless the user is over the
         manual-check limit: then the run is `throttled` and holds stored reports only.
         """
+        self.billing.make_way()  # the sweep holds back while this answer is under way
         pairs = await self.keys.requests(owner_id, key_ids)
         if labels is not None:
             wanted = set(labels)

@@ -209,3 +209,27 @@ async def test_windows_and_unit_survive_key_status_storage(env: Env) -> None:
     async with env.db.session() as s:
         kinds = set((await s.scalars(select(BalanceSnapshot.kind))).all())
     assert kinds == {"quota", "balance"}
+
+
+async def test_the_sweep_makes_way_before_the_answers_database_reads(env: Env) -> None:
+    """Issue 17 item 1: the sweep's share of the limits and of each event-loop iteration
+    shrinks as soon as a user's answer starts (its key and status reads wait for loop
+    iterations too), not only once its checks are sent."""
+    env.providers.reply("/user/balance", json=OK)
+    await env.keys.add(1, Secret("sk-deepseek0123456789abcdef"), "deepseek", label="ds")
+    order: list[str] = []
+    make_way, requests = env.billing.make_way, env.keys.requests
+
+    def logged_make_way() -> None:
+        order.append("make way")
+        make_way()
+
+    async def logged_requests(*a, **kw):  # type: ignore[no-untyped-def]
+        order.append("read keys")
+        return await requests(*a, **kw)
+
+    env.billing.make_way = logged_make_way  # type: ignore[method-assign]
+    env.keys.requests = logged_requests  # type: ignore[method-assign]
+    [report] = await env.balances.check_user(1)
+    assert report.ok
+    assert order == ["make way", "read keys"]
