@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gc
 import logging
+import ssl
 from typing import Any
 
+import httpx
 from telegram import BotCommand, BotCommandScopeAllPrivateChats, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.ext import (
@@ -14,6 +18,7 @@ from telegram.ext import (
     ContextTypes,
     Defaults,
 )
+from telegram.request import HTTPXRequest
 
 from bot import handlers, jobs, metrics
 from bot.clock import Clock, system_clock
@@ -35,6 +40,9 @@ from bot.updates import PerUserUpdateProcessor
 log = logging.getLogger(__name__)
 
 BotApp = Application[Any, BotContext, Any, Any, BotData, Any]
+
+SETTLE_GC_AFTER = 1.0  # seconds after post_init: polling has started by then
+_gc_settled = False
 
 COMMANDS = (
     ("start", N_("What this bot does")),
@@ -151,7 +159,9 @@ async def check_token(settings: Settings) -> None:
 
 
 async def set_commands(app: BotApp) -> None:
-    for lang in LANGUAGES:
+    """The command menu in every language, the languages' calls at once (one round trip)."""
+
+    async def set_for(lang: str) -> None:
         t = translator(lang)
         commands = [BotCommand(name, t(desc)) for name, desc in COMMANDS]
         await app.bot.set_my_commands(
@@ -160,32 +170,52 @@ async def set_commands(app: BotApp) -> None:
             language_code=None if lang == "en" else lang,
         )
 
+    await asyncio.gather(*(set_for(lang) for lang in LANGUAGES))
+
 
 async def post_init(app: BotApp) -> None:
     settings = app.bot_data.settings
     assert settings is not None
     if app.bot_data.services is None:
         app.bot_data.services = await build_services(settings)
-    await set_commands(app)
-    services = app.bot_data.services
-    if services.instances is not None:  # PostgreSQL: replicas share the limits
-        services.billing.share_with(await services.instances.beat())
-        if isinstance(app.bot.rate_limiter, BotRateLimiter):
-            app.bot.rate_limiter.overall = SharedPacer(services.db)
-    await jobs.hand_back_dead_sends(services)  # before the sender claims anything
-    providers = services.providers
-    jobs.schedule(app, lambda item, now: render_alert(item, now, providers))
-    # Everything built so far (modules, services, the Application) lives as long as the
-    # process: keep it out of the cyclic collector's full passes. Without this a full
-    # collection during a sweep walked every start-up object and stalled the event loop
-    # for ~250 ms at a time, which a /balance meanwhile waited out (issue 17 item 1).
-    # Young collections every 10,000 allocations instead of 700: a sweep's in-flight
-    # objects (a few hundred per check) then mostly die young instead of being promoted
-    # into the generation a full collection has to walk.
+    commands = asyncio.ensure_future(set_commands(app))  # meanwhile, the rest below
+    try:
+        services = app.bot_data.services
+        if services.instances is not None:  # PostgreSQL: replicas share the limits
+            services.billing.share_with(await services.instances.beat())
+            if isinstance(app.bot.rate_limiter, BotRateLimiter):
+                app.bot.rate_limiter.overall = SharedPacer(services.db)
+        await jobs.hand_back_dead_sends(services)  # before the sender claims anything
+        providers = services.providers
+        jobs.schedule(app, lambda item, now: render_alert(item, now, providers))
+    except BaseException:
+        commands.cancel()
+        raise
+    await commands
+    asyncio.get_running_loop().call_later(SETTLE_GC_AFTER, settle_gc)
+    log.info("bot @%s ready", app.bot.username)
+
+
+def settle_gc() -> None:
+    """Everything built at start-up (modules, services, the Application) lives as long as
+    the process: keep it out of the cyclic collector's full passes. Without this a full
+    collection during a sweep walked every start-up object and stalled the event loop for
+    ~250 ms at a time, which a /balance meanwhile waited out (issue 17 item 1). Young
+    collections every 10,000 allocations instead of 700: a sweep's in-flight objects (a few
+    hundred per check) then mostly die young instead of being promoted into the
+    generation a full collection has to walk.
+
+    Run by post_init SETTLE_GC_AFTER seconds after start-up, once polling has begun: the
+    collection before the freeze walks the whole start-up heap (~70 ms on the reference
+    machine) and nothing before polling needs it (issue 17 item 4). Once per process: a
+    second Application in the same process (tests, the benchmark) finds it done."""
+    global _gc_settled
+    if _gc_settled:
+        return
+    _gc_settled = True
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
-    log.info("bot @%s ready", app.bot.username)
 
 
 async def post_shutdown(app: BotApp) -> None:
@@ -193,6 +223,14 @@ async def post_shutdown(app: BotApp) -> None:
     if services is not None:
         app.bot_data.services = None
         await close_services(services)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for the Bot API clients, as httpx builds it by default (certifi, or
+    SSL_CERT_FILE / SSL_CERT_DIR). PTB's defaults build one per client (two per bot, and
+    again on every re-initialise): each loads the whole CA bundle, ~0.7 MB and ~20 ms."""
+    return httpx.create_ssl_context()
 
 
 def build_application(
@@ -219,6 +257,8 @@ def build_application(
                 parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)
             )
         )
+        .request(HTTPXRequest(connection_pool_size=256, httpx_kwargs={"verify": _tls()}))
+        .get_updates_request(HTTPXRequest(connection_pool_size=1, httpx_kwargs={"verify": _tls()}))
         .rate_limiter(BotRateLimiter())
         .concurrent_updates(PerUserUpdateProcessor())
         .job_queue(jobs.BotJobQueue())

@@ -25,21 +25,53 @@ def _echo(line: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require_token()
+    if args.webhook or settings.webhook_url:
+        return _run_webhook(settings)
     from telegram import Update
 
-    from bot.app import build_application, check_token
+    from bot.app import build_application, build_services
     from bot.billing.registry import registry_for
-    from bot.crypto.masterkey import open_vault
-    from bot.storage.db import Database
 
-    settings.require_token()
+    app = build_application(settings)
 
     async def prepare() -> None:
         # A broken PROVIDERS_FILE is a local mistake: one line, exit 78, before anything.
-        # Then the token (getMe, nothing touched yet): a rejected token is one line here,
-        # not PTB's bootstrap traceback. Then migrate + master key checks — only those:
-        # the services are built once, in post_init (building and dropping a set here cost
-        # start-up time and left its memory behind; issue 17 item 4).
+        # Then the token: the Application's own bot calls getMe (a rejected token is one
+        # line here, not PTB's bootstrap traceback; nothing touched yet) and stays
+        # initialised, so run_polling does not ask again. Then the services, once: the
+        # migrations and master-key checks run there. All of it in the loop run_polling
+        # then uses, so nothing is built twice (issue 17 item 4).
+        registry_for(settings)
+        await app.bot.initialize()
+        try:
+            app.bot_data.services = await build_services(settings)
+        except BaseException:
+            await app.bot.shutdown()
+            raise
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(prepare())
+    except BaseException:
+        loop.close()
+        asyncio.set_event_loop(None)
+        raise
+    log.info("starting in polling mode against %s", settings.telegram_api_url)
+    app.run_polling(allowed_updates=Update.ALL_TYPES, close_loop=True)
+    return 0
+
+
+def _run_webhook(settings: Settings) -> int:
+    from bot.app import check_token
+    from bot.billing.registry import registry_for
+    from bot.crypto.masterkey import open_vault
+    from bot.storage.db import Database
+    from bot.webhook import require_webhook_settings, run_webhook
+
+    async def prepare() -> None:
+        # Same order as polling: providers file, token, then storage (migrations, key ring).
         registry_for(settings)
         await check_token(settings)
         db = Database(settings.database_url)
@@ -49,16 +81,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             await db.dispose()
 
     asyncio.run(prepare())
-    if args.webhook or settings.webhook_url:
-        from bot.webhook import require_webhook_settings, run_webhook
-
-        require_webhook_settings(settings)
-
-        return int(run_webhook(settings) or 0)
-    app = build_application(settings)
-    log.info("starting in polling mode against %s", settings.telegram_api_url)
-    app.run_polling(allowed_updates=Update.ALL_TYPES, close_loop=True)
-    return 0
+    require_webhook_settings(settings)
+    return int(run_webhook(settings) or 0)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

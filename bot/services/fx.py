@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -96,6 +95,8 @@ def parse_ecb(body: bytes) -> Rates:
     """Parse eurofxref-daily.xml: `<Cube time="YYYY-MM-DD">` with `<Cube currency rate>`s."""
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
         raise BadRates("DTDs are not expected")
+    import xml.etree.ElementTree as ET  # only when rates are fetched (issue 17 item 4)
+
     try:
         root = ET.fromstring(body)  # noqa: S314 - bounded body, no DTD (checked above)
     except ET.ParseError:
