@@ -7,6 +7,7 @@ never write dialect-specific SQL (the dialect switches themselves are bot/storag
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -405,6 +406,7 @@ _PRUNE_SOME = text(
 )
 
 
+@functools.cache
 def _burns_sql(dialect: str) -> TextClause:
     """Per key: readings, first and last time, the last figure (text), sum of the drops."""
     return (
@@ -437,9 +439,6 @@ def _burns_sql(dialect: str) -> TextClause:
     )
 
 
-_BURNS: dict[str, TextClause] = {}
-
-
 def _exact(number: Any) -> Decimal:
     """PostgreSQL's numeric arrives as a Decimal, SQLite's REAL as a float (its shortest
     repr is the decimal the float stands for), an empty sum as the integer 0."""
@@ -470,10 +469,7 @@ class SnapshotRepo:
         """
         if not key_ids:
             return {}
-        dialect = self.s.bind.dialect.name
-        stmt = _BURNS.get(dialect)
-        if stmt is None:
-            stmt = _BURNS[dialect] = _burns_sql(dialect)
+        stmt = _burns_sql(self.s.bind.dialect.name)
         params = {"ids": list(key_ids), "kind": kind, "since": since, "until": until}
         return {
             row.key_id: (
