@@ -50,11 +50,17 @@ def record_sends(service, ticks: Ticks, log: list[tuple[int, str]]) -> None:
     client.send = logged
 
 
-async def test_background_requests_go_out_a_few_per_loop_iteration(server) -> None:
+def paced_service(server):
+    """A service whose turns have no time to spare, its sends logged per iteration."""
     server.reply("/balance", json={"remaining": 1})
     service = make_service(settings(test_echo=server.url), trusted_host_limit=200, pace_budget=0)
     ticks, sent = Ticks(), []
     record_sends(service, ticks, sent)
+    return service, ticks, sent
+
+
+async def test_background_requests_go_out_a_few_per_loop_iteration(server) -> None:
+    service, ticks, sent = paced_service(server)
     try:
         done = await service.fetch_many([req(f"bg{i}") for i in range(60)], background=True)
     finally:
@@ -68,10 +74,7 @@ async def test_background_requests_go_out_a_few_per_loop_iteration(server) -> No
 
 
 async def test_a_users_request_does_not_take_turns(server) -> None:
-    server.reply("/balance", json={"remaining": 1})
-    service = make_service(settings(test_echo=server.url), trusted_host_limit=200, pace_budget=0)
-    ticks, sent = Ticks(), []
-    record_sends(service, ticks, sent)
+    service, ticks, sent = paced_service(server)
     try:
         sweep = asyncio.ensure_future(
             service.fetch_many([req(f"bg{i}") for i in range(60)], background=True)
@@ -184,3 +187,25 @@ async def test_turns_are_shorter_while_a_user_waits() -> None:
 
 async def test_without_turns_nothing_waits() -> None:
     assert await asyncio.wait_for(take_turn(), 1) is None
+
+
+async def test_a_request_cancelled_while_waiting_gives_its_turn_to_the_next() -> None:
+    """A check that times out while waiting for its turn must not use up a later
+    iteration's share, nor leave the requests behind it waiting for ever."""
+    timer = FakeTimer()
+    turns = Turns(0.004, quiet_budget=0.004, timer=timer)
+    ran: list[str] = []
+
+    async def step(name: str) -> None:
+        with taking_turns(turns):
+            await take_turn()
+        timer.now += 0.01  # each step alone is over the budget: one per iteration
+        ran.append(name)
+
+    tasks = [asyncio.ensure_future(step(n)) for n in ("first", "gone", "next", "last")]
+    await asyncio.sleep(0)  # "first" takes this iteration's turn, the others wait
+    assert ran == ["first"]
+    tasks[1].cancel()
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1)
+    assert tasks[1].cancelled()
+    assert ran == ["first", "next", "last"]
